@@ -1,0 +1,1 @@
+"""Controllers: ``act(obs) -> command (m,)`` and ``reset()``; no rclpy."""

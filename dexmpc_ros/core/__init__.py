@@ -1,0 +1,1 @@
+"""Config schema, errors and small shared types (no rclpy)."""

@@ -1,0 +1,1 @@
+"""Robot specs, hardware protocol clients, MuJoCo twins and their tasks (no rclpy)."""

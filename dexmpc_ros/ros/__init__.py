@@ -1,0 +1,1 @@
+"""rclpy nodes and message conversion: the only code that imports rclpy or messages."""

@@ -1,0 +1,196 @@
+"""
+Messages <-> arrays, in one place, as pure functions.
+
+Nodes never pick message fields inline: they call these. Stamps are carried as integer
+nanoseconds (``int``) so arithmetic on them is exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Quaternion
+from nav_msgs.msg import Odometry
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Header
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from dexmpc_ros.robots.twin import BodyPose
+
+LEVELS = {'ok': DiagnosticStatus.OK, 'warn': DiagnosticStatus.WARN,
+          'error': DiagnosticStatus.ERROR, 'stale': DiagnosticStatus.STALE}
+
+
+# Time -----------------------------------------------------------------------------------
+def time_to_ns(stamp: Time) -> int:
+    """builtin_interfaces/Time -> integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def ns_to_time(ns: int) -> Time:
+    """Integer nanoseconds -> builtin_interfaces/Time."""
+    return Time(sec=int(ns // 1_000_000_000), nanosec=int(ns % 1_000_000_000))
+
+
+def header(stamp_ns: int, frame_id: str = '') -> Header:
+    """std_msgs/Header with a nanosecond stamp."""
+    return Header(stamp=ns_to_time(stamp_ns), frame_id=frame_id)
+
+
+# Named stamped vectors (JointState) ------------------------------------------------------
+def joint_state_msg(stamp_ns: int, names: Sequence[str], position: np.ndarray,
+                    velocity: np.ndarray | None = None,
+                    effort: np.ndarray | None = None) -> JointState:
+    """Build a JointState; also used for ``task_state`` (names + position only)."""
+    msg = JointState(header=header(stamp_ns))
+    msg.name = list(names)
+    msg.position = np.asarray(position, dtype=np.float64).tolist()
+    if velocity is not None:
+        msg.velocity = np.asarray(velocity, dtype=np.float64).tolist()
+    if effort is not None:
+        msg.effort = np.asarray(effort, dtype=np.float64).tolist()
+    return msg
+
+
+def joint_state_to_arrays(msg: JointState, names: Sequence[str]
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """
+    Reorder a JointState into ``names`` order.
+
+    Returns:
+        (position, velocity, effort), each (len(names),) float64; a field the message
+        leaves empty comes back as NaN.
+
+    Raises:
+        KeyError: a requested name is absent from the message.
+    """
+    index = {n: i for i, n in enumerate(msg.name)}
+    missing = [n for n in names if n not in index]
+    if missing:
+        raise KeyError(f'joint_states lacks {missing}')
+    order = [index[n] for n in names]
+
+    def pick(field: Sequence[float]) -> np.ndarray:
+        if len(field) != len(msg.name):
+            return np.full(len(order), np.nan)
+        return np.asarray(field, dtype=np.float64)[order]
+
+    return pick(msg.position), pick(msg.velocity), pick(msg.effort)
+
+
+def named_vector(msg: JointState) -> tuple[list[str], np.ndarray]:
+    """A named stamped vector (``task_state``, ``perception/latent``) -> (names, values)."""
+    return list(msg.name), np.asarray(msg.position, dtype=np.float64)
+
+
+# Commands -------------------------------------------------------------------------------
+def command_msg(stamp_ns: int, names: Sequence[str], values: np.ndarray,
+                interface: str) -> JointTrajectory:
+    """
+    One-point JointTrajectory carrying a command.
+
+    Args:
+        stamp_ns: stamp of the observation the command was computed from.
+        names: joint names in command order.
+        values: (m,) targets; positions [rad/m] or velocities [rad/s] per ``interface``.
+        interface: ``position`` or ``velocity``.
+    """
+    msg = JointTrajectory(header=header(stamp_ns))
+    msg.joint_names = list(names)
+    point = JointTrajectoryPoint()
+    vals = np.asarray(values, dtype=np.float64).tolist()
+    if interface == 'position':
+        point.positions = vals
+    elif interface == 'velocity':
+        point.velocities = vals
+    else:
+        raise ValueError(f'unknown command interface {interface!r}')
+    msg.points = [point]
+    return msg
+
+
+def command_to_arrays(msg: JointTrajectory, interface: str
+                      ) -> tuple[list[str], np.ndarray, int]:
+    """
+    Read the first point of a command.
+
+    Returns:
+        (joint names, values (len(points[0].<interface>),), stamp ns). Values may have
+        the wrong length or be non-finite: checking is the supervisor's job. No point at
+        all gives an empty array.
+    """
+    names = list(msg.joint_names)
+    stamp = time_to_ns(msg.header.stamp)
+    if not msg.points:
+        return names, np.empty(0), stamp
+    point = msg.points[0]
+    field = point.positions if interface == 'position' else point.velocities
+    return names, np.asarray(field, dtype=np.float64), stamp
+
+
+# Odometry, images, diagnostics ------------------------------------------------------------
+def odometry_msg(stamp_ns: int, pose: BodyPose, frame_id: str = 'odom',
+                 child_frame_id: str = 'base_link') -> Odometry:
+    """nav_msgs/Odometry from a twin's :class:`BodyPose` (REP-105 frames)."""
+    msg = Odometry(header=header(stamp_ns, frame_id), child_frame_id=child_frame_id)
+    p = msg.pose.pose
+    p.position.x, p.position.y, p.position.z = (float(v) for v in pose.position)
+    x, y, z, w = (float(v) for v in pose.orientation_xyzw)
+    p.orientation = Quaternion(x=x, y=y, z=z, w=w)
+    t = msg.twist.twist
+    t.linear.x, t.linear.y, t.linear.z = (float(v) for v in pose.linear)
+    t.angular.x, t.angular.y, t.angular.z = (float(v) for v in pose.angular)
+    return msg
+
+
+def odometry_to_arrays(msg: Odometry) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Odometry -> (position (3,), quaternion xyzw (4,), linear (3,), angular (3,))."""
+    p, q = msg.pose.pose.position, msg.pose.pose.orientation
+    lin, ang = msg.twist.twist.linear, msg.twist.twist.angular
+    return (np.array([p.x, p.y, p.z]), np.array([q.x, q.y, q.z, q.w]),
+            np.array([lin.x, lin.y, lin.z]), np.array([ang.x, ang.y, ang.z]))
+
+
+def image_msg(stamp_ns: int, rgb: np.ndarray, frame_id: str = 'camera_color_optical_frame'
+              ) -> Image:
+    """uint8 (H, W, 3) RGB -> sensor_msgs/Image (encoding rgb8)."""
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    height, width = rgb.shape[:2]
+    return Image(header=header(stamp_ns, frame_id), height=height, width=width,
+                 encoding='rgb8', is_bigendian=0, step=width * 3, data=rgb.tobytes())
+
+
+def image_to_array(msg: Image) -> np.ndarray:
+    """sensor_msgs/Image rgb8 -> uint8 (H, W, 3)."""
+    if msg.encoding != 'rgb8':
+        raise ValueError(f'expected rgb8 image, got {msg.encoding!r}')
+    return np.frombuffer(bytes(msg.data), dtype=np.uint8).reshape(msg.height, msg.width, 3)
+
+
+def diagnostic_status(name: str, level: str, message: str, values: dict[str, object],
+                      hardware_id: str = '') -> DiagnosticStatus:
+    """
+    DiagnosticStatus from plain values.
+
+    Args:
+        level: one of ``ok``, ``warn``, ``error``, ``stale``.
+        values: key -> value; floats are written with 6 significant digits.
+    """
+    status = DiagnosticStatus(name=name, message=message, hardware_id=hardware_id)
+    status.level = LEVELS[level]
+    status.values = [KeyValue(key=str(k), value=_fmt(v)) for k, v in values.items()]
+    return status
+
+
+def diagnostic_values(status: DiagnosticStatus) -> dict[str, str]:
+    """DiagnosticStatus key/values as a dict of strings."""
+    return {kv.key: kv.value for kv in status.values}
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f'{value:.6g}'
+    return str(value)

@@ -1,0 +1,72 @@
+"""
+Declare ROS parameters from a frozen config dataclass and read them back.
+
+A node calls ``config_from_node(node, SomeConfig, prefix)``: every dataclass field
+becomes a declared parameter (default = the field default, description = the field's
+line in the class docstring), and the filled dataclass validates itself. One schema,
+no second list of parameter names to keep in sync (CONVENTIONS.md §3).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, TypeVar
+
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.node import Node
+
+from dexmpc_ros.core.errors import ConfigError
+
+T = TypeVar('T')
+
+#: Placeholder for "None" in ROS parameters, which have no null.
+NONE_INT = -1
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Map field name -> its description from the ``Attributes:`` docstring section."""
+    docs: dict[str, str] = {}
+    current = None
+    for line in (cls.__doc__ or '').splitlines():
+        match = re.match(r'\s{8}(\w+): (.*)', line)
+        if match:
+            current = match.group(1)
+            docs[current] = match.group(2).strip()
+        elif current and line.startswith(' ' * 12):
+            docs[current] += ' ' + line.strip()
+    return docs
+
+
+def declare(node: Node, name: str, default: Any, description: str = '') -> Any:
+    """Declare one parameter (if not yet declared) and return its value."""
+    if not node.has_parameter(name):
+        node.declare_parameter(name, default, ParameterDescriptor(description=description))
+    return node.get_parameter(name).value
+
+
+def config_from_node(node: Node, cls: type[T], prefix: str = '') -> T:
+    """
+    Declare a parameter per field of dataclass ``cls`` and build the config.
+
+    Fields defaulting to None are declared as ints with ``NONE_INT`` standing for None
+    (used for RNG seeds). Raises ConfigError naming the node and parameter on invalid
+    values.
+    """
+    docs = field_docs(cls)
+    values = {}
+    for f in dataclasses.fields(cls):
+        default = f.default
+        if default is dataclasses.MISSING:
+            raise TypeError(f'{cls.__name__}.{f.name} needs a default to be a ROS parameter')
+        ros_default = NONE_INT if default is None else default
+        value = declare(node, prefix + f.name, ros_default, docs.get(f.name, ''))
+        if default is None and value == NONE_INT:
+            value = None
+        if isinstance(default, float) and isinstance(value, int):
+            value = float(value)
+        values[f.name] = value
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f'node {node.get_name()}: parameter {prefix}*: {exc}') from exc

@@ -1,0 +1,248 @@
+"""
+Twin node: a MuJoCo twin behind exactly the ROS interface a driver offers.
+
+Publishes ``joint_states``, ``task_state``, ``reward``, ``episode``, ``odom`` (mobile
+robots), optionally ``camera/color/image_raw``; obeys only ``command`` (from the safety
+supervisor); ``reset_episode`` (std_srvs/Trigger) starts a new episode.
+
+Timing: one control period of physics per tick. ``real_time_factor`` 1.0 ticks at the
+robot's control rate on the wall clock; ``k`` ticks k times faster; 0 runs as fast as
+possible. With ``publish_clock`` the twin publishes ``/clock`` from its simulated time and
+stamps every message with it, so nodes run with ``use_sim_time`` follow the twin.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import yaml
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from rclpy.qos import QoSDurabilityPolicy, QoSProfile, qos_profile_sensor_data
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float64, Int32
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+from diagnostic_msgs.msg import DiagnosticArray
+from nav_msgs.msg import Odometry
+
+from dexmpc_ros.core.errors import ConfigError
+from dexmpc_ros.core.rate import RateMeter
+from dexmpc_ros.core.robot_spec import load_robot_spec
+from dexmpc_ros.robots.twins import make_twin
+from dexmpc_ros.ros import convert
+from dexmpc_ros.ros.node_main import run_node
+from dexmpc_ros.ros.params import config_from_node, declare
+
+LATCHED = QoSProfile(depth=1, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+
+
+@dataclass(frozen=True)
+class TwinNodeConfig:
+    """
+    Twin node settings.
+
+    Attributes:
+        task: twin task (widowx: reach; hand24: valve, baoding; roach: waypoints, ...).
+        seed: RNG seed of the first episode (-1: random); episode i uses seed + i.
+        real_time_factor: simulated seconds per wall second; 0 = as fast as possible.
+        publish_clock: publish /clock and stamp messages with simulated time.
+        episode_steps: control steps per episode before an automatic reset (0 = never).
+        camera: render camera/color/image_raw offscreen.
+        camera_rate_hz: image rate [Hz] (simulated time).
+        camera_width: image width [px].
+        camera_height: image height [px].
+        twin_options: extra twin constructor options as a YAML mapping string.
+    """
+
+    task: str = ''
+    seed: int | None = None
+    real_time_factor: float = 1.0
+    publish_clock: bool = False
+    episode_steps: int = 0
+    camera: bool = False
+    camera_rate_hz: float = 5.0
+    camera_width: int = 320
+    camera_height: int = 240
+    twin_options: str = '{}'
+
+    def __post_init__(self) -> None:
+        if self.real_time_factor < 0:
+            raise ValueError(f'real_time_factor must be >= 0, got {self.real_time_factor}')
+        if self.episode_steps < 0:
+            raise ValueError(f'episode_steps must be >= 0, got {self.episode_steps}')
+        if self.camera and not (self.camera_rate_hz > 0 and self.camera_width > 0
+                                and self.camera_height > 0):
+            raise ValueError('camera_rate_hz, camera_width and camera_height must be > 0')
+
+
+class TwinNode(Node):
+    """Adapter: command -> twin -> joint_states/task_state/reward/odom/image."""
+
+    def __init__(self) -> None:
+        super().__init__('twin')
+        self.spec = load_robot_spec(declare(self, 'robot', 'widowx', 'robot spec name or path'))
+        self.cfg = config_from_node(self, TwinNodeConfig)
+        try:
+            options = yaml.safe_load(self.cfg.twin_options) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f'twin_options is not a YAML mapping: {exc}') from exc
+        if not isinstance(options, dict):
+            raise ConfigError(f'twin_options must be a YAML mapping, got {options!r}')
+        if self.cfg.task:
+            options['task'] = self.cfg.task
+        self.twin = make_twin(self.spec.name, spec=self.spec, **options)
+
+        self._lock = threading.Lock()
+        self._pending_command: np.ndarray | None = None
+        self._reset_requested = False
+        self._episode = -1
+        self._episode_step = 0
+        self._episode_return = 0.0
+        self._last_reward = 0.0
+        self._rate = RateMeter()
+        self._commands_applied = 0
+        self._commands_rejected = 0
+        self._next_image_time = 0.0
+
+        self.pub_joints = self.create_publisher(JointState, 'joint_states', 10)
+        self.pub_task = self.create_publisher(JointState, 'task_state', 10)
+        self.pub_reward = self.create_publisher(Float64, 'reward', 10)
+        self.pub_episode = self.create_publisher(Int32, 'episode', LATCHED)
+        self.pub_diag = self.create_publisher(DiagnosticArray, 'diagnostics', 10)
+        self.pub_odom = (self.create_publisher(Odometry, 'odom', 10)
+                         if self.twin.odom() is not None else None)
+        self.pub_image = (self.create_publisher(Image, 'camera/color/image_raw',
+                                                qos_profile_sensor_data)
+                          if self.cfg.camera else None)
+        self.pub_clock = (self.create_publisher(Clock, '/clock', 10)
+                          if self.cfg.publish_clock else None)
+        self.create_subscription(JointTrajectory, 'command', self._on_command, 10)
+        self.create_service(Trigger, 'reset_episode', self._on_reset)
+        self.create_timer(1.0, self._publish_diagnostics)
+
+        self._start_episode()
+        self._stop = threading.Event()
+        if self.cfg.real_time_factor == 0:
+            self._thread = threading.Thread(target=self._run_fast, daemon=True)
+            self._thread.start()
+        else:
+            period = self.spec.period_s / self.cfg.real_time_factor
+            self.create_timer(period, self._tick, MutuallyExclusiveCallbackGroup())
+        self.get_logger().info(
+            f'{self.spec.name} twin ready: {len(self.spec.joints)} joints, '
+            f'{self.spec.control_rate_hz:g} Hz, real_time_factor {self.cfg.real_time_factor:g}')
+
+    # Callbacks ----------------------------------------------------------------------
+    def _on_command(self, msg: JointTrajectory) -> None:
+        names, values, _ = convert.command_to_arrays(msg, self.spec.command_interface)
+        # The supervisor already checked the command; the twin only refuses what it
+        # cannot apply, and says so, instead of guessing.
+        if names != self.spec.command_names or values.shape != (len(names),) or \
+                not np.all(np.isfinite(values)):
+            self._commands_rejected += 1
+            self.get_logger().error(f'ignoring malformed command for joints {names}',
+                                    throttle_duration_sec=1.0)
+            return
+        with self._lock:
+            self._pending_command = values
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response
+                  ) -> Trigger.Response:
+        with self._lock:
+            self._reset_requested = True
+        response.success = True
+        response.message = f'episode {self._episode + 1} starts at the next tick'
+        return response
+
+    # Simulation loop ------------------------------------------------------------------
+    def _run_fast(self) -> None:
+        while not self._stop.is_set():
+            self._tick()
+
+    def _tick(self) -> None:
+        with self._lock:
+            command, self._pending_command = self._pending_command, None
+            reset, self._reset_requested = self._reset_requested, False
+        if reset:
+            self._start_episode()
+        if command is not None:
+            self.twin.apply_command(command)
+            self._commands_applied += 1
+        self.twin.step()
+        self._episode_step += 1
+        self._last_reward = float(self.twin.reward())
+        self._episode_return += self._last_reward
+        self._rate.tick()
+        self._publish_state(with_reward=True)
+        if self.twin.done() or (self.cfg.episode_steps and
+                                self._episode_step >= self.cfg.episode_steps):
+            self._start_episode()
+
+    def _start_episode(self) -> None:
+        self._episode += 1
+        seed = None if self.cfg.seed is None else self.cfg.seed + self._episode
+        self.twin.reset(seed)
+        self._episode_step = 0
+        self._episode_return = 0.0
+        self.pub_episode.publish(Int32(data=self._episode))
+        self._publish_state(with_reward=False)
+
+    def _stamp_ns(self) -> int:
+        if self.cfg.publish_clock:
+            return int(round(self.twin.time * 1e9))
+        return self.get_clock().now().nanoseconds
+
+    def _publish_state(self, with_reward: bool) -> None:
+        stamp = self._stamp_ns()
+        if self.pub_clock is not None:
+            self.pub_clock.publish(Clock(clock=convert.ns_to_time(stamp)))
+        joints = self.twin.joints()
+        self.pub_joints.publish(convert.joint_state_msg(
+            stamp, self.spec.joint_names, joints.position, joints.velocity, joints.effort))
+        names, values = self.twin.task_state()
+        self.pub_task.publish(convert.joint_state_msg(stamp, names, values))
+        if with_reward:
+            self.pub_reward.publish(Float64(data=self._last_reward))
+        pose = self.twin.odom()
+        if self.pub_odom is not None and pose is not None:
+            self.pub_odom.publish(convert.odometry_msg(stamp, pose))
+        if self.pub_image is not None and self.twin.time >= self._next_image_time:
+            self._next_image_time = self.twin.time + 1.0 / self.cfg.camera_rate_hz
+            rgb = self.twin.render(self.cfg.camera_width, self.cfg.camera_height)
+            if rgb is not None:
+                self.pub_image.publish(convert.image_msg(stamp, rgb))
+
+    def _publish_diagnostics(self) -> None:
+        rate = self._rate.rate_hz()
+        status = convert.diagnostic_status(
+            self.get_name(), 'ok', f'{self.spec.name} twin, episode {self._episode}',
+            {'rate_hz': rate, 'episode': self._episode, 'episode_step': self._episode_step,
+             'reward': self._last_reward, 'episode_return': self._episode_return,
+             'sim_time_s': self.twin.time, 'commands_applied': self._commands_applied,
+             'commands_rejected': self._commands_rejected})
+        msg = DiagnosticArray(header=convert.header(self._stamp_ns()), status=[status])
+        self.pub_diag.publish(msg)
+
+    def destroy_node(self) -> None:
+        """Stop the fast loop and free the renderer."""
+        if hasattr(self, '_stop'):
+            self._stop.set()
+            if self.cfg.real_time_factor == 0:
+                self._thread.join(timeout=2.0)
+        if hasattr(self, 'twin'):
+            self.twin.close()
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run the twin node."""
+    return run_node(TwinNode, args, threads=2)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Experiment specs, the process runner and the ``dexmpc`` CLI (no rclpy)."""

@@ -1,0 +1,132 @@
+"""
+The ``dexmpc`` command line.
+
+    dexmpc list                               experiments, one per line: name, description
+    dexmpc up <name> [--duration S] [--set node.param=value ...] [--output DIR]
+    dexmpc robots                             robot specs, one per line
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from dexmpc_ros.core.errors import ConfigError
+from dexmpc_ros.core.robot_spec import available_robots, load_robot_spec
+from dexmpc_ros.runtime.experiment import describe_experiments, load_experiment
+from dexmpc_ros.runtime.runner import ExperimentRunner, default_run_dir
+from dexmpc_ros.runtime.status import format_status
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='dexmpc', description=__doc__.split('\n')[1])
+    sub = parser.add_subparsers(dest='command', required=True)
+    sub.add_parser('list', help='list experiments')
+    sub.add_parser('robots', help='list robot specs')
+    up = sub.add_parser('up', help='run an experiment: every node in its own process')
+    up.add_argument('experiment', help='experiment name (see `dexmpc list`) or YAML path')
+    up.add_argument('--duration', type=float, default=None,
+                    help='stop after S seconds (default: the spec\'s duration_s)')
+    up.add_argument('--set', dest='overrides', action='append', default=[],
+                    metavar='NODE.PARAM=VALUE', help='override a node parameter (repeatable)')
+    up.add_argument('--output', type=Path, default=None,
+                    help='run folder (default runs/<time>-<name>)')
+    up.add_argument('--domain-id', type=int, default=None,
+                    help='ROS_DOMAIN_ID for the run (default: inherit)')
+    up.add_argument('--quiet', action='store_true', help='no live status line')
+    return parser
+
+
+def cmd_list() -> int:
+    """Print experiments, one per line."""
+    rows = describe_experiments()
+    width = max((len(name) for name, _ in rows), default=0)
+    for name, description in rows:
+        print(f'{name:<{width}}  {description}')
+    return 0
+
+
+def cmd_robots() -> int:
+    """Print robot specs, one per line."""
+    for name in available_robots():
+        spec = load_robot_spec(name)
+        print(f'{name:<8}  {len(spec.joints)} joints ({len(spec.actuated_joints)} actuated), '
+              f'{spec.command_interface} commands at {spec.control_rate_hz:g} Hz  '
+              f'{spec.description}')
+    return 0
+
+
+class _LiveStatus:
+    """Prints status lines: in place on a terminal, every few seconds otherwise."""
+
+    def __init__(self, node_names: list[str], quiet: bool) -> None:
+        self.node_names = node_names
+        self.quiet = quiet
+        self.start = time.monotonic()
+        self.tty = sys.stdout.isatty()
+        self._last_print = 0.0
+
+    def __call__(self, status: dict[str, Any]) -> None:
+        if self.quiet:
+            return
+        now = time.monotonic()
+        line = format_status(now - self.start, status, self.node_names)
+        if self.tty:
+            sys.stdout.write('\r\x1b[2K' + line[:200])
+            sys.stdout.flush()
+        elif now - self._last_print >= 5.0:
+            self._last_print = now
+            print(line, flush=True)
+
+    def finish(self) -> None:
+        if self.tty and not self.quiet:
+            sys.stdout.write('\n')
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Run an experiment; exit code 0 only if every node ran to the end."""
+    experiment = load_experiment(args.experiment, args.overrides)
+    duration = args.duration if args.duration is not None else experiment.duration_s
+    if duration <= 0:
+        raise ConfigError(f'--duration must be > 0, got {duration}')
+    run_dir = args.output or default_run_dir(experiment)
+    status = _LiveStatus([n.name for n in experiment.nodes], args.quiet)
+    runner = ExperimentRunner(experiment, run_dir, args.domain_id, on_status=status)
+    print(f'dexmpc up {experiment.name}: {experiment.robot} ({experiment.backend}), '
+          f'{duration:g} s, nodes: {", ".join(n.name for n in experiment.nodes)}')
+    print(f'run folder: {run_dir}', flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    result = runner.run(duration, stop)
+    status.finish()
+    if result.last_status:
+        print('final: ' + format_status(time.monotonic() - status.start, result.last_status,
+                                        status.node_names))
+    print(f'run folder: {run_dir}')
+    if result.exit_code != 0:
+        print(f'FAILED: {result.reason}', file=sys.stderr)
+    return result.exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``dexmpc`` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == 'list':
+            return cmd_list()
+        if args.command == 'robots':
+            return cmd_robots()
+        return cmd_up(args)
+    except (ConfigError, FileExistsError) as exc:
+        print(f'dexmpc: error: {exc}', file=sys.stderr)
+        return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main())
