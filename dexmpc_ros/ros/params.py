@@ -39,10 +39,26 @@ def field_docs(cls: type) -> dict[str, str]:
 
 
 def declare(node: Node, name: str, default: Any, description: str = '') -> Any:
-    """Declare one parameter (if not yet declared) and return its value."""
+    """
+    Declare one parameter (if not yet declared) and return its value.
+
+    The value must have the default's type; an int is accepted (and converted) where a
+    float is expected, since YAML writes ``1`` for ``1.0``.
+
+    Raises:
+        ConfigError: naming the node and parameter, when the type is wrong.
+    """
     if not node.has_parameter(name):
-        node.declare_parameter(name, default, ParameterDescriptor(description=description))
-    return node.get_parameter(name).value
+        node.declare_parameter(name, default, ParameterDescriptor(
+            description=description, dynamic_typing=True))
+    value = node.get_parameter(name).value
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if type(value) is not type(default) and not (
+            isinstance(default, list) and isinstance(value, (list, tuple))):
+        raise ConfigError(f'node {node.get_name()}: parameter {name} must be '
+                          f'{type(default).__name__}, got {value!r}')
+    return value
 
 
 def config_from_node(node: Node, cls: type[T], prefix: str = '') -> T:
@@ -63,8 +79,6 @@ def config_from_node(node: Node, cls: type[T], prefix: str = '') -> T:
         value = declare(node, prefix + f.name, ros_default, docs.get(f.name, ''))
         if default is None and value == NONE_INT:
             value = None
-        if isinstance(default, float) and isinstance(value, int):
-            value = float(value)
         values[f.name] = value
     try:
         return cls(**values)
