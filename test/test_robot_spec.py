@@ -58,7 +58,8 @@ def test_parse_good_yaml_and_derived_views(tmp_path):
     (('command_interface: position', 'command_interface: torque'), 'command_interface'),
     (('{j1: 0.5}', '{j1: 5.0}'), 'default_pose.j1'),
     (('{j1: 0.5}', '{j9: 0.0}'), 'default_pose'),
-    (('- {name: j1', '- {name: j1, lower: 0'), 'line'),
+    (('- {name: j1', '- {name: j1, lower: 0'), "duplicate key 'lower'"),
+    (('joints:', 'joints: ['), 'invalid YAML at line'),
 ])
 def test_malformed_yaml_names_file_and_key(tmp_path, mutation, key):
     path = tmp_path / 'bad.yaml'

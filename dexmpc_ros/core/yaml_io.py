@@ -17,12 +17,33 @@ import yaml
 from dexmpc_ros.core.errors import ConfigError
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode,
+                       deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f'duplicate key {key!r}', key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+                              _construct_mapping)
+
+
 def load_yaml_mapping(path: str | Path) -> dict[str, Any]:
     """
     Read a YAML file whose top level must be a mapping.
 
     Raises:
-        ConfigError: the file is missing, is not valid YAML, or is not a mapping.
+        ConfigError: the file is missing, is not valid YAML (duplicate keys included), or
+            is not a mapping.
     """
     path = Path(path)
     try:
@@ -30,7 +51,7 @@ def load_yaml_mapping(path: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f'{path}: cannot read ({exc.strerror})') from exc
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         where = ''
         mark = getattr(exc, 'problem_mark', None)
