@@ -72,7 +72,8 @@ def test_action_scaler_round_trip(toy_spec, toy_velocity_spec):
 
 
 def test_scripted_sine_is_analytic(toy_spec):
-    ctrl = ScriptedController(toy_spec, ScriptedConfig(amplitude=0.5, period_s=2.0))
+    ctrl = ScriptedController(toy_spec, ScriptedConfig(amplitude=0.5, period_s=2.0,
+                                                        ramp_s=0.0))
     obs = obs_for(toy_spec)
     commands = np.stack([ctrl.act(obs) for _ in range(20)])   # 2 s at 10 Hz
     t = np.arange(20) * 0.1
@@ -83,10 +84,23 @@ def test_scripted_sine_is_analytic(toy_spec):
 
 
 def test_scripted_velocity_robot_weaves(toy_velocity_spec):
-    ctrl = ScriptedController(toy_velocity_spec, ScriptedConfig(amplitude=0.2, offset=0.4))
+    ctrl = ScriptedController(toy_velocity_spec, ScriptedConfig(amplitude=0.2, offset=0.4,
+                                                                ramp_s=0.0))
     commands = np.stack([ctrl.act(obs_for(toy_velocity_spec)) for _ in range(40)])
     np.testing.assert_allclose(commands.mean(axis=0), [20.0, 20.0], atol=1e-9)
     np.testing.assert_allclose(commands[:, 0] + commands[:, 1], 40.0, atol=1e-9)
+
+
+def test_scripted_fades_in_from_the_default_pose(toy_spec):
+    ctrl = ScriptedController(toy_spec, ScriptedConfig(amplitude=0.5, period_s=2.0,
+                                                        ramp_s=1.0))
+    obs = obs_for(toy_spec)
+    commands = np.stack([ctrl.act(obs) for _ in range(20)])
+    np.testing.assert_allclose(commands[0], toy_spec.default_command)
+    t = np.arange(20) * 0.1
+    fade = np.minimum(1.0, t / 1.0)
+    np.testing.assert_allclose(commands[:, 0], fade * 0.5 * np.sin(np.pi * t), atol=1e-12)
+    assert np.max(np.abs(np.diff(commands, axis=0))) < 0.2
 
 
 def test_random_walk_step_sizes_and_reflection(toy_spec):

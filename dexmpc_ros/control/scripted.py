@@ -4,8 +4,10 @@ Scripted controller: smooth sine targets around the default pose.
 The foundation's stand-in for a learned controller. Each actuated joint follows
 ``q_j(t) = q0_j + A * half_range_j * sin(2 pi t / T + phase_j)`` (position robots) or a
 velocity ``v_j(t) = v0 + A * vmax_j * sin(...)`` (velocity robots), with phases spread
-over the joints so the motion is visible on every joint. Time is counted in control
-steps, so the script is identical in real and simulated time.
+over the joints so the motion is visible on every joint. The amplitude ramps up linearly
+over ``ramp_s`` after every reset, so the first command equals the default pose instead of
+jumping (the supervisor would clamp the jump). Time is counted in control steps, so the
+script is identical in real and simulated time.
 """
 
 from __future__ import annotations
@@ -31,11 +33,13 @@ class ScriptedConfig:
         period_s: sine period [s].
         offset: velocity robots only: constant part as a fraction of the velocity limit,
             so a legged robot walks forward while it weaves.
+        ramp_s: time over which the motion fades in after a reset [s]; 0 = none.
     """
 
     amplitude: float = 0.3
     period_s: float = 4.0
     offset: float = 0.3
+    ramp_s: float = 2.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.amplitude <= 1.0:
@@ -44,6 +48,8 @@ class ScriptedConfig:
             raise ValueError(f'period_s must be > 0, got {self.period_s}')
         if not -1.0 <= self.offset <= 1.0:
             raise ValueError(f'offset must be in [-1, 1], got {self.offset}')
+        if self.ramp_s < 0:
+            raise ValueError(f'ramp_s must be >= 0, got {self.ramp_s}')
 
 
 class ScriptedController:
@@ -66,10 +72,11 @@ class ScriptedController:
         """Next command (m,) in command order; ``obs`` is not needed by the script."""
         t = self.step_count * self.spec.period_s
         self.step_count += 1
-        wave = np.sin(2.0 * math.pi * t / self.config.period_s + self._phase)
+        fade = min(1.0, t / self.config.ramp_s) if self.config.ramp_s > 0 else 1.0
+        wave = fade * np.sin(2.0 * math.pi * t / self.config.period_s + self._phase)
         if self.spec.command_interface == 'velocity':
             vmax = self.spec.limits_array('velocity')
-            return vmax * (self.config.offset + self.config.amplitude * wave)
+            return vmax * fade * (self.config.offset + self.config.amplitude * wave)
         target = self._center + self.config.amplitude * self._scaler.half * wave
         low, high = self.spec.limits_array('lower'), self.spec.limits_array('upper')
         return np.clip(target, low, high)

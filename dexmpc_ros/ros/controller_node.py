@@ -50,8 +50,7 @@ class ControllerNode(Node):
 
         self._joints: JointState | None = None
         self._task: JointState | None = None
-        self._last_stamp_used = -1
-                self._rate = RateMeter()
+        self._rate = RateMeter()
         self.pub_command = self.create_publisher(JointTrajectory, 'command_raw', 10)
         self.pub_diag = self.create_publisher(DiagnosticArray, 'diagnostics', 10)
         self.create_subscription(JointState, 'joint_states', self._on_joints, 10)

@@ -1,0 +1,295 @@
+"""
+Safety node over real DDS: the node runs as its own process, this test is the robot and
+the controller (publishes joint_states, command_raw, safety/estop; reads command,
+diagnostics; calls safety/reset and safety/arm).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip('rclpy')
+
+import rclpy  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from sensor_msgs.msg import JointState  # noqa: E402
+from std_msgs.msg import Bool  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
+from trajectory_msgs.msg import JointTrajectory  # noqa: E402
+
+from dexmpc_ros.ros import convert  # noqa: E402
+from dexmpc_ros.runtime.ros_env import ros_environment  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+ARM_YAML = """\
+name: toyarm
+command_interface: position
+control_rate_hz: 20.0
+joints:
+  - {name: shoulder, lower: -1.0, upper: 1.0, velocity: 4.0, max_step: 0.1, effort: 5.0}
+  - {name: finger_right, lower: 0.0, upper: 0.04, velocity: 1.0, max_step: 0.01,
+     effort: 5.0, actuated: false}
+  - {name: elbow, lower: -2.0, upper: 2.0, velocity: 1.0, max_step: 0.2, effort: 5.0}
+"""
+# Per-step bounds at 20 Hz: shoulder min(0.1, 4 * 0.05) = 0.1, elbow min(0.2, 1 * 0.05) = 0.05.
+ARM_STEP = np.array([0.1, 0.05])
+ARM_LOWER, ARM_UPPER = np.array([-1.0, -2.0]), np.array([1.0, 2.0])
+
+WHEELS_YAML = """\
+name: toywheels
+command_interface: velocity
+control_rate_hz: 20.0
+joints:
+  - {name: left, lower: -.inf, upper: .inf, velocity: 50.0, max_step: 20.0, effort: 0.1}
+  - {name: right, lower: -.inf, upper: .inf, velocity: 50.0, max_step: 20.0, effort: 0.1}
+"""
+
+
+def start_safety(tmp_path: Path, yaml_text: str, domain: int, *params: str
+                 ) -> tuple[subprocess.Popen, Path]:
+    robot = tmp_path / 'robot.yaml'
+    robot.write_text(yaml_text)
+    env = ros_environment(domain_id=domain)
+    env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+    env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(REPO), env.get('PYTHONPATH')]))
+    log = tmp_path / 'safety.log'
+    args = ['-p', f'robot:={robot}']
+    for param in params:
+        args += ['-p', param]
+    proc = subprocess.Popen([sys.executable, '-m', 'dexmpc_ros.ros.safety_node', '--ros-args',
+                             *args], env=env, cwd=REPO, stdout=log.open('w'),
+                            stderr=subprocess.STDOUT)
+    return proc, log
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class Probe:
+    """The rest of the graph: a fake robot publishing joint_states and a fake controller."""
+
+    def __init__(self, domain: int, joint_names: list[str], command_names: list[str],
+                 interface: str) -> None:
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain)
+        self.node = rclpy.create_node('safety_probe', context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.joint_names, self.command_names = joint_names, command_names
+        self.interface = interface
+        self.position = np.zeros(len(joint_names))
+        self.velocity = np.zeros(len(joint_names))
+        self.publish_state = True
+        self.commands: list[tuple[int, list[str], np.ndarray]] = []
+        self.statuses: list[DiagnosticStatus] = []
+        node = self.node
+        self.pub_state = node.create_publisher(JointState, 'joint_states', 10)
+        self.pub_raw = node.create_publisher(JointTrajectory, 'command_raw', 10)
+        self.pub_estop = node.create_publisher(Bool, 'safety/estop', 10)
+        node.create_subscription(JointTrajectory, 'command', self._on_command, 100)
+        node.create_subscription(DiagnosticArray, 'diagnostics', self._on_diag, 10)
+        self.reset_client = node.create_client(Trigger, 'safety/reset')
+        self.arm_client = node.create_client(Trigger, 'safety/arm')
+        node.create_timer(0.02, self._publish_state)
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+    def now_ns(self) -> int:
+        return self.node.get_clock().now().nanoseconds
+
+    def _publish_state(self) -> None:
+        if self.publish_state:
+            self.pub_state.publish(convert.joint_state_msg(
+                self.now_ns(), self.joint_names, self.position, self.velocity))
+
+    def _on_command(self, msg: JointTrajectory) -> None:
+        names, values, stamp = convert.command_to_arrays(msg, self.interface)
+        self.commands.append((stamp, names, values))
+
+    def _on_diag(self, msg: DiagnosticArray) -> None:
+        self.statuses += [s for s in msg.status if s.name == 'safety']
+
+    def spin_until(self, done: Callable[[], bool], timeout_s: float, what: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not done():
+            if time.monotonic() > deadline:
+                raise AssertionError(f'timed out after {timeout_s} s waiting for {what}')
+            self.executor.spin_once(timeout_sec=0.01)
+
+    def spin_for(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.executor.spin_once(timeout_sec=0.01)
+
+    def connect(self, proc: subprocess.Popen, log: Path) -> None:
+        """Wait until the safety node hears us and publishes (its start-up hold)."""
+        def ready() -> bool:
+            assert proc.poll() is None, log.read_text()
+            return (self.pub_raw.get_subscription_count() > 0
+                    and self.pub_estop.get_subscription_count() > 0
+                    and self.reset_client.service_is_ready() and bool(self.commands))
+        self.spin_until(ready, 30.0, 'the safety node')
+
+    def send(self, values, stamp_ns: int | None = None, names: list[str] | None = None) -> int:
+        stamp_ns = self.now_ns() if stamp_ns is None else stamp_ns
+        self.pub_raw.publish(convert.command_msg(
+            stamp_ns, names or self.command_names, np.asarray(values, dtype=np.float64),
+            self.interface))
+        return stamp_ns
+
+    def output_for(self, stamp_ns: int, timeout_s: float = 3.0) -> np.ndarray:
+        def found() -> bool:
+            return any(s == stamp_ns for s, _, _ in self.commands)
+        self.spin_until(found, timeout_s, f'command stamped {stamp_ns}')
+        return next(v for s, _, v in self.commands if s == stamp_ns)
+
+    def call(self, client, timeout_s: float = 5.0) -> Trigger.Response:
+        future = client.call_async(Trigger.Request())
+        self.spin_until(future.done, timeout_s, client.srv_name)
+        return future.result()
+
+    def status_where(self, check: Callable[[DiagnosticStatus], bool], what: str
+                     ) -> DiagnosticStatus:
+        def found() -> bool:
+            return any(check(s) for s in self.statuses)
+        self.spin_until(found, 5.0, what)
+        return next(s for s in self.statuses if check(s))
+
+
+def diag(status: DiagnosticStatus) -> dict[str, str]:
+    return convert.diagnostic_values(status)
+
+
+@pytest.fixture
+def arm_graph(tmp_path, ros_domain):
+    proc, log = start_safety(tmp_path, ARM_YAML, ros_domain)
+    probe = Probe(ros_domain, ['shoulder', 'finger_right', 'elbow'],
+                  ['shoulder', 'elbow'], 'position')
+    probe.position = np.array([0.5, 0.02, -0.5])
+    try:
+        probe.connect(proc, log)
+        yield probe
+    finally:
+        probe.close()
+        stop(proc)
+    assert proc.returncode == 0, log.read_text()
+
+
+def test_position_robot_nothing_unsafe_reaches_command(arm_graph):
+    probe = arm_graph
+    measured = np.array([0.5, -0.5])
+    _, names, hold = probe.commands[0]  # start-up: no controller yet -> hold where it is
+    assert names == ['shoulder', 'elbow']
+    np.testing.assert_array_equal(hold, measured)
+
+    good = probe.send([0.55, -0.48])
+    np.testing.assert_array_equal(probe.output_for(good), [0.55, -0.48])
+    reordered = probe.send([-0.47, 0.45], names=['elbow', 'shoulder'])
+    np.testing.assert_array_equal(probe.output_for(reordered), [0.45, -0.47])
+
+    nan = probe.send([np.nan, -0.5])
+    inf = probe.send([0.5, -np.inf])
+    huge = probe.send([5.0, -1e300])
+    np.testing.assert_allclose(probe.output_for(huge), measured + [0.1, -0.05], atol=1e-12)
+    unknown = probe.send([0.5, -0.5, 0.0], names=['shoulder', 'elbow', 'finger_right'])
+    late = probe.send([0.5, -0.5], stamp_ns=probe.now_ns() - 400_000_000)
+    probe.spin_for(0.3)
+    stamps = {s for s, _, _ in probe.commands}
+    assert not stamps & {nan, inf, unknown, late}
+    for _, names, values in probe.commands:
+        assert names == ['shoulder', 'elbow'] and np.isfinite(values).all()
+        assert np.all((values >= ARM_LOWER) & (values <= ARM_UPPER))
+        assert np.all(np.abs(values - measured) <= ARM_STEP + 1e-12)
+
+    # the diagnostics name the rules that fired and warn about them
+    warn = probe.status_where(lambda s: s.level == DiagnosticStatus.WARN
+                              and int(diag(s)['rule/age']) >= 1, 'WARN after the late command')
+    assert 'rules fired:' in warn.message and 'age' in warn.message
+    values = diag(warn)
+    for rule in ('finite', 'names', 'age', 'position_box', 'step'):
+        assert int(values[f'rule/{rule}']) >= 1, values
+    assert float(values['rate_hz']) > 0 and float(values['latency_us']) > 0
+    assert int(values['passed']) == 2 and int(values['clamped']) == 1
+    assert int(values['blocked']) == 4 and values['state'] == 'ARMED'
+
+    # e-stop: holds only, whatever the controller sends, until reset
+    probe.pub_estop.publish(Bool(data=True))
+    probe.spin_until(lambda: any(diag(s)['state'] == 'ESTOPPED' for s in probe.statuses),
+                     5.0, 'ESTOPPED in diagnostics')
+    error = next(s for s in probe.statuses if diag(s)['state'] == 'ESTOPPED')
+    assert error.level == DiagnosticStatus.ERROR
+    first_after_estop = len(probe.commands)
+    sent = {probe.send([0.52, -0.49]) for _ in range(3)}
+    probe.pub_estop.publish(Bool(data=False))  # releasing does not re-arm
+    probe.spin_for(0.3)
+    sent |= {probe.send([0.52, -0.49]) for _ in range(3)}
+    probe.spin_for(0.3)
+    after = probe.commands[first_after_estop:]
+    assert len(after) >= 8  # holds at the control rate (20 Hz)
+    assert not {s for s, _, _ in after} & sent
+    for _, _, values in after:
+        np.testing.assert_array_equal(values, measured)
+
+    response = probe.call(probe.reset_client)
+    assert response.success, response.message
+    good = probe.send([0.53, -0.52])
+    np.testing.assert_array_equal(probe.output_for(good), [0.53, -0.52])
+    armed = probe.status_where(lambda s: diag(s)['state'] == 'ARMED'
+                               and int(diag(s)['rule/estop']) >= 6, 'ARMED after reset')
+    assert int(diag(armed)['estops']) == 1 and int(diag(armed)['held']) >= 8
+
+
+def test_velocity_robot_arm_clamp_and_stale_state_hold(tmp_path, ros_domain):
+    proc, log = start_safety(tmp_path, WHEELS_YAML, ros_domain,
+                             'start_armed:=false', 'state_timeout_s:=0.15')
+    probe = Probe(ros_domain, ['left', 'right'], ['left', 'right'], 'velocity')
+    probe.velocity = np.array([30.0, -5.0])
+    try:
+        probe.connect(proc, log)
+        np.testing.assert_array_equal(probe.commands[0][2], [0.0, 0.0])  # disarmed: zeros
+        disarmed = probe.send([35.0, -5.0])
+        probe.spin_for(0.2)
+        assert disarmed not in {s for s, _, _ in probe.commands}
+
+        response = probe.call(probe.arm_client)
+        assert response.success, response.message
+        fast = probe.send([90.0, -90.0])
+        np.testing.assert_array_equal(probe.output_for(fast), [50.0, -25.0])
+
+        probe.publish_state = False  # the robot falls silent: stale state
+        probe.spin_for(0.3)
+        stale = probe.send([31.0, -5.0])
+        probe.spin_for(0.3)
+        assert stale not in {s for s, _, _ in probe.commands}
+        np.testing.assert_array_equal(probe.commands[-1][2], [0.0, 0.0])
+        status = probe.status_where(lambda s: int(diag(s)['rule/stale_state']) >= 1,
+                                    'stale_state counted')
+        values = diag(status)
+        assert status.level == DiagnosticStatus.WARN and 'stale' in status.message
+        assert int(values['rule/disarmed']) == 1 and int(values['rule/step']) == 1
+        assert 'stale_state' in values['last_reason']
+    finally:
+        probe.close()
+        stop(proc)
+    assert proc.returncode == 0, log.read_text()
