@@ -97,7 +97,8 @@ def test_rule_order_covers_every_rule_rejections_first():
     for interface, order in RULE_ORDER.items():
         assert sorted(order) == sorted(RULES), interface
         assert order[:len(REJECT_RULES)] == REJECT_RULES
-    assert RULE_ORDER['position'][-1] == 'step'
+    # the box is applied last for both: no command ever leaves the limits
+    assert RULE_ORDER['position'][-1] == 'position_box'
     assert RULE_ORDER['velocity'][-1] == 'position_box'
 
 
@@ -287,30 +288,30 @@ def test_filter_most_restrictive_wins(pos):
     measured = state([0.5, 1.0, 0.0])
     # j0: box says 1.0, step says 0.6 -> 0.6. j1: box says 2.0, step says 1.05 -> 1.05.
     decision = run(pos, [5.0, 3.0, 0.0], measured=measured)
-    assert decision.action == 'clamp' and decision.fired == ('position_box', 'step')
+    assert decision.action == 'clamp' and decision.fired == ('step',)
     np.testing.assert_allclose(decision.values, [0.6, 1.05, 0.0], rtol=0, atol=1e-15)
-    # near the limit the box is the tighter one and step does not fire
+    # near the limit the box is the tighter one: step gives 1.05, the box 1.0
     decision = run(pos, [5.0, 1.0, 0.0], measured=state([0.95, 1.0, 0.0]))
-    assert decision.fired == ('position_box',)
+    assert decision.fired == ('step', 'position_box')
     np.testing.assert_array_equal(decision.values, [1.0, 1.0, 0.0])
-    # a small move toward an out-of-box target: only the box fires
+    # a small move toward an out-of-box target: the box has the last word
     decision = run(pos, [-5.0, 1.0, 0.0], measured=state([-0.95, 1.0, 0.0]))
+    assert decision.fired == ('step', 'position_box') and decision.values[0] == -1.0
+    decision = run(pos, [-1.02, 1.0, 0.0], measured=state([-0.95, 1.0, 0.0]))
     assert decision.fired == ('position_box',) and decision.values[0] == -1.0
 
 
-def test_filter_measured_outside_box_moves_back_by_at_most_one_step(pos):
+def test_filter_measured_outside_box_never_commands_outside_it(pos):
     measured = state([1.3, 1.0, 0.0])
-    for target in (5.0, 1.3, 0.0):
+    for target in (5.0, 1.3, 1.25, 0.0):
         decision = run(pos, [target, 1.0, 0.0], measured=measured)
-        assert decision.values[0] == pytest.approx(1.2)  # toward the box, one step
-    decision = run(pos, [1.25, 1.0, 0.0], measured=measured)
-    assert decision.values[0] == pytest.approx(1.2)  # never stays or moves further out
+        assert decision.values[0] == pytest.approx(1.0)  # the box edge, never beyond
 
 
 def test_filter_reorders_then_clamps_per_joint(pos):
     decision = run(pos, [0.0, 9.0, 0.04], names=['j2', 'j0', 'j1'],
                    measured=state([0.0, 0.0, 0.0]))
-    assert decision.action == 'clamp' and decision.fired == ('position_box', 'step')
+    assert decision.action == 'clamp' and decision.fired == ('step',)
     np.testing.assert_allclose(decision.values, [0.1, 0.04, 0.0], rtol=0, atol=1e-15)
 
 

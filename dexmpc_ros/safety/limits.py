@@ -42,11 +42,13 @@ REJECT_RULES = ('finite', 'names', 'age', 'stale_state')
 #: Rule order per command interface. Rejections come first and all run, so every reason
 #: is reported. Of the two clamps the one applied last is the one that holds when they
 #: disagree (only possible when the measured state lies outside the limits):
-#: position robots end with ``step``, so a command never jumps and never moves a joint
-#: further out of its box; velocity robots end with ``position_box`` (and ``step`` ends
-#: with the speed limit), since stopping is always allowed and a speed over the limit never.
+#: both end with ``position_box``, so no command ever leaves the limits of the robot YAML,
+#: even when the measured state sits slightly outside them (MuJoCo's soft limits, a servo
+#: pushed by contact): the joint is then sent to the box edge, a jump no larger than the
+#: step limit plus how far it already was outside. Velocity robots: ``step`` ends with
+#: the speed limit, and the box rule zeroes speeds that push further out.
 RULE_ORDER = {
-    'position': ('finite', 'names', 'age', 'stale_state', 'position_box', 'step'),
+    'position': ('finite', 'names', 'age', 'stale_state', 'step', 'position_box'),
     'velocity': ('finite', 'names', 'age', 'stale_state', 'step', 'position_box'),
 }
 
