@@ -81,6 +81,9 @@ def test_twin_experiment_runs_and_records(experiment, tmp_path, ros_env):
                for _, m in topics['/command'])
     if spec.name == 'roach':
         assert topics.get('/odom')
+    if experiment == 'hand_random_walk_sim':   # camera: true, rendered offscreen at 2 Hz
+        images = topics.get('/camera/color/image_raw')
+        assert images and images[0][1].encoding == 'rgb8'
 
 
 def load_spec_robot(run_dir):

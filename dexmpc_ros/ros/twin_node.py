@@ -240,8 +240,13 @@ class TwinNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    """Run the twin node."""
-    return run_node(TwinNode, args, threads=2)
+    """
+    Run the twin node.
+
+    Single-threaded on purpose: an OpenGL (EGL) context is bound to the thread that made
+    it, so physics and rendering must always run on the same thread.
+    """
+    return run_node(TwinNode, args)
 
 
 if __name__ == '__main__':
