@@ -78,6 +78,22 @@ class MujocoTwin(Twin):
             effort=self.data.qfrc_actuator[self.qvel_adr].copy(),
         )
 
+    def checked_command(self, values: np.ndarray) -> np.ndarray:
+        """
+        Return ``values`` as float64 (m,) after checking it is a whole, finite command.
+
+        Raises:
+            ValueError: wrong shape or non-finite values (the twin never guesses).
+        """
+        values = np.asarray(values, dtype=np.float64)
+        expected = (len(self.spec.actuated_joints),)
+        if values.shape != expected:
+            raise ValueError(f'{self.spec.name}: command needs shape {expected}, '
+                             f'got {values.shape}')
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f'{self.spec.name}: command has non-finite values {values}')
+        return values
+
     def reset_physics(self, qpos_joints: np.ndarray | None = None) -> None:
         """
         Reset MuJoCo data to the model's initial state, then set spec joints.

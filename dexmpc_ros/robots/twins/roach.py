@@ -138,12 +138,7 @@ class RoachTwin(MujocoTwin):
         Raises:
             ValueError: wrong shape or non-finite values.
         """
-        values = np.asarray(values, dtype=np.float64)
-        if values.shape != self._actuator_ids.shape:
-            raise ValueError(f'roach: command needs shape {self._actuator_ids.shape}, '
-                             f'got {values.shape}')
-        if not np.all(np.isfinite(values)):
-            raise ValueError(f'roach: command has non-finite values {values}')
+        values = self.checked_command(values)
         self.data.ctrl[self._actuator_ids] = np.clip(values, -self._speed_limit,
                                                      self._speed_limit)
 

@@ -166,12 +166,7 @@ class WidowXTwin(MujocoTwin):
         Raises:
             ValueError: wrong length or non-finite values.
         """
-        values = np.asarray(values, dtype=np.float64)
-        if values.shape != self._actuator_ids.shape:
-            raise ValueError(f'widowx: command needs shape {self._actuator_ids.shape}, '
-                             f'got {values.shape}')
-        if not np.all(np.isfinite(values)):
-            raise ValueError(f'widowx: command has non-finite values {values}')
+        values = self.checked_command(values)
         self._goal = np.clip(values, self._ctrl_low, self._ctrl_high)
 
     def step(self) -> None:
