@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import itertools
 import os
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
-from dexmpc_ros.core.robot_spec import JointLimit, RobotSpec
+from dexmpc_ros.core.robot_spec import JointLimit, RobotSpec, share_dir
 from dexmpc_ros.runtime.ros_env import ros_environment
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,3 +60,8 @@ def toy_velocity_spec() -> RobotSpec:
     joints = (JointLimit('left', -inf, inf, velocity=50.0, max_step=20.0, effort=0.1),
               JointLimit('right', -inf, inf, velocity=50.0, max_step=20.0, effort=0.1))
     return RobotSpec('toyv', joints, 'velocity', 10.0, (0.0, 0.0))
+
+
+def urdf_root(spec: RobotSpec) -> ET.Element:
+    """The parsed URDF of a robot (``urdf/<spec.urdf>``)."""
+    return ET.parse(share_dir() / 'urdf' / spec.urdf).getroot()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 import time
-import xml.etree.ElementTree as ET
 
 import mujoco
 import numpy as np
 import pytest
+from conftest import urdf_root
 
-from dexmpc_ros.core.robot_spec import load_robot_spec, share_dir
+from dexmpc_ros.core.robot_spec import load_robot_spec
 from dexmpc_ros.robots.twins import make_twin
 from dexmpc_ros.robots.twins.hand import (ASSETS, HandTwin, gymnasium_hand_dir, load_scene,
                                           mujoco_actuator_name, mujoco_joint_name, scene_xml)
@@ -144,12 +144,8 @@ def test_mjcf_ranges_and_actuators_equal_yaml(spec, task):
 
 
 # URDF <-> YAML ----------------------------------------------------------------------------
-def _urdf_root(spec):
-    return ET.parse(share_dir() / 'urdf' / spec.urdf).getroot()
-
-
 def test_urdf_joints_and_limits_equal_yaml(spec):
-    root = _urdf_root(spec)
+    root = urdf_root(spec)
     movable = {j.get('name'): j for j in root.findall('joint') if j.get('type') != 'fixed'}
     assert sorted(movable) == sorted(spec.joint_names)
     for joint in spec.joints:
@@ -163,26 +159,6 @@ def test_urdf_joints_and_limits_equal_yaml(spec):
         if mimic is not None:
             assert mimic.get('joint') == joint.name[:-1] + '2'
             assert float(mimic.get('multiplier')) == 1.0
-
-
-def test_urdf_ros2_control_tag_matches_spec(spec):
-    control = _urdf_root(spec).find('ros2_control')
-    assert control.get('name') == 'hand24' and control.get('type') == 'system'
-    assert control.find('hardware/plugin').text.strip() == 'mock_components/GenericSystem'
-    listed = control.findall('joint')
-    assert [j.get('name') for j in listed] == spec.joint_names
-    for joint, element, default in zip(spec.joints, listed, spec.default_pose):
-        states = sorted(s.get('name') for s in element.findall('state_interface'))
-        assert states == ['position', 'velocity'], joint.name
-        initial = element.find("state_interface[@name='position']/param[@name='initial_value']")
-        assert float(initial.text) == default, joint.name
-        commands = element.findall('command_interface')
-        if not joint.actuated:
-            assert commands == [], joint.name
-            continue
-        assert [c.get('name') for c in commands] == ['position'], joint.name
-        params = {p.get('name'): float(p.text) for p in commands[0].findall('param')}
-        assert params == {'min': joint.lower, 'max': joint.upper}, joint.name
 
 
 def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:
@@ -215,7 +191,7 @@ def _urdf_tip_position(root, tip: str, q: dict[str, float]) -> np.ndarray:
 
 
 def test_urdf_kinematics_reproduce_mjcf_fingertips(spec, valve):
-    root = _urdf_root(spec)
+    root = urdf_root(spec)
     forearm = valve.model.body('robot0:forearm').id
     rng = np.random.default_rng(3)
     lower = spec.limits_array('lower', actuated_only=False)

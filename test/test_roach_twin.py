@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 import time
-import xml.etree.ElementTree as ET
 
 import mujoco
 import numpy as np
 import pytest
+from conftest import urdf_root
 
-from dexmpc_ros.core.robot_spec import load_robot_spec, share_dir
+from dexmpc_ros.core.robot_spec import load_robot_spec
 from dexmpc_ros.robots.twins import make_twin
 from dexmpc_ros.robots.twins.roach import MJCF, RoachTwin
 from dexmpc_ros.robots.twins.roach_tasks import (WaypointsConfig, figure8_reference,
@@ -59,16 +59,12 @@ def test_spec_is_a_velocity_commanded_two_crank_robot(spec):
 
 
 # URDF <-> YAML <-> MJCF ----------------------------------------------------------------------
-def _urdf_root(spec):
-    return ET.parse(share_dir() / 'urdf' / spec.urdf).getroot()
-
-
 def _floats(text: str) -> np.ndarray:
     return np.array([float(v) for v in text.split()])
 
 
 def test_urdf_cranks_equal_yaml_and_whegs_mimic_them(spec):
-    joints = {j.get('name'): j for j in _urdf_root(spec).findall('joint')}
+    joints = {j.get('name'): j for j in urdf_root(spec).findall('joint')}
     driven = {name: j for name, j in joints.items() if j.find('mimic') is None}
     assert sorted(driven) == sorted(spec.joint_names)
     for joint in spec.joints:
@@ -85,24 +81,6 @@ def test_urdf_cranks_equal_yaml_and_whegs_mimic_them(spec):
         assert mimic.get('joint') == name.split('_')[0] + '_legs'
         assert float(mimic.get('multiplier')) == pytest.approx(1 / 3, abs=1e-12)
         assert float(mimic.get('offset')) == 0.0
-
-
-def test_urdf_ros2_control_tag_matches_spec(spec):
-    control = _urdf_root(spec).find('ros2_control')
-    assert control.get('name') == 'roach' and control.get('type') == 'system'
-    assert control.find('hardware/plugin').text.strip() == 'mock_components/GenericSystem'
-    listed = {j.get('name'): j for j in control.findall('joint')}
-    assert list(listed) == spec.joint_names
-    for joint, default in zip(spec.joints, spec.default_pose):
-        element = listed[joint.name]
-        commands = element.findall('command_interface')
-        assert [c.get('name') for c in commands] == ['velocity']
-        params = {p.get('name'): float(p.text) for p in commands[0].findall('param')}
-        assert params == {'min': -joint.velocity, 'max': joint.velocity}
-        states = sorted(s.get('name') for s in element.findall('state_interface'))
-        assert states == ['position', 'velocity']
-        initial = element.find("state_interface[@name='position']/param[@name='initial_value']")
-        assert float(initial.text) == default
 
 
 def test_mjcf_joints_actuators_and_couplings_equal_yaml(spec):
@@ -133,8 +111,8 @@ def test_mjcf_joints_actuators_and_couplings_equal_yaml(spec):
 def test_urdf_wheg_geometry_equals_mjcf(spec):
     """Same hub positions and the same spoke directions in both descriptions."""
     model = mujoco.MjModel.from_xml_path(str(MJCF))
-    links = {link.get('name'): link for link in _urdf_root(spec).findall('link')}
-    joints = {j.get('name'): j for j in _urdf_root(spec).findall('joint')}
+    links = {link.get('name'): link for link in urdf_root(spec).findall('link')}
+    joints = {j.get('name'): j for j in urdf_root(spec).findall('joint')}
     for leg in LEGS:
         body = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, f'{leg}_leg')
         np.testing.assert_allclose(_floats(joints[leg].find('origin').get('xyz')),

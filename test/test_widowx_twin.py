@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-import xml.etree.ElementTree as ET
 
 import mujoco
 import numpy as np
 import pytest
+from conftest import urdf_root
 
-from dexmpc_ros.core.robot_spec import load_robot_spec, share_dir
+from dexmpc_ros.core.robot_spec import load_robot_spec
 from dexmpc_ros.robots.kinematics import WX250S_JOINTS, WX250S_M, wx250s_ee_position, wx250s_fk
 from dexmpc_ros.robots.twins import make_twin
 from dexmpc_ros.robots.twins.widowx import (MJCF, TASK_STATE_NAMES, ReachTask, WidowXTwin,
@@ -294,12 +294,8 @@ def test_control_step_is_fast(twin):
 
 
 # URDF <-> YAML <-> MJCF agreement ---------------------------------------------------------
-def _urdf_root(spec):
-    return ET.parse(share_dir() / 'urdf' / spec.urdf).getroot()
-
-
 def test_urdf_joints_and_limits_equal_yaml(spec):
-    root = _urdf_root(spec)
+    root = urdf_root(spec)
     movable = {j.get('name'): j for j in root.findall('joint') if j.get('type') != 'fixed'}
     assert sorted(movable) == sorted(spec.joint_names)
     for joint in spec.joints:
@@ -315,33 +311,8 @@ def test_urdf_joints_and_limits_equal_yaml(spec):
     assert mimic.get('joint') == 'left_finger' and float(mimic.get('multiplier')) == -1.0
 
 
-def test_urdf_ros2_control_tag_matches_spec(spec):
-    root = _urdf_root(spec)
-    urdf_joints = {j.get('name') for j in root.findall('joint')}
-    control = root.find('ros2_control')
-    assert control.get('name') == 'widowx' and control.get('type') == 'system'
-    assert control.find('hardware/plugin').text.strip() == 'mock_components/GenericSystem'
-    listed = {j.get('name'): j for j in control.findall('joint')}
-    assert set(listed) <= urdf_joints
-    assert set(listed) == set(spec.joint_names)
-    default = dict(zip(spec.joint_names, spec.default_pose))
-    for joint in spec.joints:
-        element = listed[joint.name]
-        commands = element.findall('command_interface')
-        states = sorted(s.get('name') for s in element.findall('state_interface'))
-        assert states == ['position', 'velocity'], joint.name
-        initial = element.find("state_interface[@name='position']/param[@name='initial_value']")
-        assert float(initial.text) == default[joint.name]
-        if not joint.actuated:
-            assert commands == [], joint.name
-            continue
-        assert [c.get('name') for c in commands] == ['position'], joint.name
-        params = {p.get('name'): float(p.text) for p in commands[0].findall('param')}
-        assert params == {'min': joint.lower, 'max': joint.upper}, joint.name
-
-
 def test_urdf_chain_reaches_home_pose_m(spec):
-    root = _urdf_root(spec)
+    root = urdf_root(spec)
     by_child = {j.find('child').get('link'): j for j in root.findall('joint')}
     link, offset = 'ee_gripper_link', np.zeros(3)
     while link in by_child:       # all origins are pure translations at q = 0
