@@ -35,6 +35,7 @@ PYTHON_DEPS = [
     'gymnasium-robotics>=1.4',
     'rosbags>=0.10',
     'safetensors>=0.4',
+    'matplotlib>=3.8',     # benchmark and training plots (PNG)
 ]
 
 
@@ -85,6 +86,7 @@ setup(
             'controller_node = dexmpc_ros.ros.controller_node:main',
             'recorder_node = dexmpc_ros.ros.recorder_node:main',
             'status_node = dexmpc_ros.ros.status_node:main',
+            'fuzz_node = dexmpc_ros.ros.fuzz_node:main',
         ],
     },
 )

@@ -72,8 +72,7 @@ def test_action_scaler_round_trip(toy_spec, toy_velocity_spec):
 
 
 def test_scripted_sine_is_analytic(toy_spec):
-    ctrl = ScriptedController(toy_spec, ScriptedConfig(amplitude=0.5, period_s=2.0,
-                                                        ramp_s=0.0))
+    ctrl = ScriptedController(toy_spec, ScriptedConfig(amplitude=0.5, period_s=2.0, ramp_s=0.0))
     obs = obs_for(toy_spec)
     commands = np.stack([ctrl.act(obs) for _ in range(20)])   # 2 s at 10 Hz
     t = np.arange(20) * 0.1
@@ -92,8 +91,7 @@ def test_scripted_velocity_robot_weaves(toy_velocity_spec):
 
 
 def test_scripted_fades_in_from_the_default_pose(toy_spec):
-    ctrl = ScriptedController(toy_spec, ScriptedConfig(amplitude=0.5, period_s=2.0,
-                                                        ramp_s=1.0))
+    ctrl = ScriptedController(toy_spec, ScriptedConfig(amplitude=0.5, period_s=2.0, ramp_s=1.0))
     obs = obs_for(toy_spec)
     commands = np.stack([ctrl.act(obs) for _ in range(20)])
     np.testing.assert_allclose(commands[0], toy_spec.default_command)

@@ -74,7 +74,6 @@ def test_launch_file_uses_the_shared_spec_function():
 
 def test_launch_file_builds_nodes_when_launch_is_installed():
     pytest.importorskip('launch_ros')
-    from launch import LaunchContext
     spec = importlib.util.spec_from_file_location('exp_launch',
                                                   REPO / 'launch' / 'experiment.launch.py')
     module = importlib.util.module_from_spec(spec)

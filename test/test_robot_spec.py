@@ -9,7 +9,14 @@ import pytest
 from conftest import ROBOTS
 
 from dexmpc_ros.core.errors import ConfigError
-from dexmpc_ros.core.robot_spec import JointLimit, available_robots, load_robot_spec
+from dexmpc_ros.core.robot_spec import (
+    BodyRateLimit,
+    JointLimit,
+    WorkspaceBox,
+    available_robots,
+    load_robot_spec,
+)
+from dexmpc_ros.safety.limits import CommandLimits
 
 GOOD = """
 name: r
@@ -84,3 +91,97 @@ def test_joint_limit_validation():
         JointLimit('x', 1.0, 1.0, 1.0, 0.1, 1.0)
     with pytest.raises(ValueError, match='max_step'):
         JointLimit('x', 0.0, 1.0, 1.0, math.inf, 1.0)
+
+
+# The safety: section -----------------------------------------------------------------------
+SAFE = GOOD.replace('actuated: false}', 'actuated: true}') + """\
+safety:
+  workspace: {kinematics: wx250s, lower: [-0.5, -0.5, 0.0], upper: [0.5, 0.5, 1]}
+  body_rate: {roll_pitch: 6, yaw: 3.0, left: j1, right: j2}
+"""
+
+
+def test_shipped_safety_sections():
+    widowx = load_robot_spec('widowx')
+    assert widowx.workspace == WorkspaceBox('wx250s', (-0.25, -0.65, 0.01), (0.75, 0.65, 0.80),
+                                            margin=0.0, brake_time=0.1)
+    assert widowx.body_rate is None
+    roach = load_robot_spec('roach')
+    assert roach.body_rate == BodyRateLimit(6.0, 3.0, 'left_legs', 'right_legs')
+    assert roach.workspace is None
+    hand = load_robot_spec('hand24')
+    assert hand.workspace is None and hand.body_rate is None
+
+
+def test_parse_safety_section(tmp_path):
+    path = tmp_path / 'r.yaml'
+    path.write_text(SAFE)
+    spec = load_robot_spec(path)
+    assert spec.workspace == WorkspaceBox('wx250s', (-0.5, -0.5, 0.0), (0.5, 0.5, 1.0))
+    assert spec.body_rate == BodyRateLimit(6.0, 3.0, 'j1', 'j2')
+    assert isinstance(spec.body_rate.roll_pitch, float)
+    path.write_text(GOOD)
+    spec = load_robot_spec(path)
+    assert spec.workspace is None and spec.body_rate is None
+
+
+@pytest.mark.parametrize('mutation, key', [
+    (('safety:\n', 'safety:\n  speed: {max: 1}\n'), "safety: unknown keys ['speed']"),
+    (('kinematics: wx250s', 'kinematic: wx250s'),
+     "safety.workspace: unknown keys ['kinematic'] (known: kinematics, lower, upper, margin, "
+     "brake_time)"),
+    (('upper: [0.5, 0.5, 1]', 'upper: [0.5, 0.5, 1], margin: 0.6'), 'workspace margin must be'),
+    (('upper: [0.5, 0.5, 1]', 'upper: [0.5, 0.5, 1], brake_time: -1'),
+     'workspace brake_time must be finite and >= 0'),
+    (('yaw: 3.0', 'yaw: 3.0, margin: 1'), "safety.body_rate: unknown keys ['margin']"),
+    (('lower: [-0.5, -0.5, 0.0]', 'lower: [-0.5, a, 0.0]'), 'safety.workspace.lower[1]: expected'),
+    (('lower: [-0.5, -0.5, 0.0]', 'lower: [-0.5, true, 0.0]'),
+     'safety.workspace.lower[1]: expected float, got a boolean'),
+    (('right: j2', 'right: j1'), "safety.body_rate: left and right are both 'j1'"),
+    (('workspace: {', 'workspace: 3\n#'), 'safety.workspace: expected dict'),
+    (('upper: [0.5, 0.5, 1]', 'upper: [0.5, 0.5]'), 'workspace lower/upper need 3 values'),
+    (('lower: [-0.5, -0.5, 0.0]', 'lower: [-0.5, -0.5, 1.0]'), 'workspace needs finite lower'),
+    (('lower: [-0.5, -0.5, 0.0]', 'lower: [-0.5, 0.6, 0.0]'), 'workspace needs finite lower'),
+    (('upper: [0.5, 0.5, 1]', 'upper: 1.0'), 'safety.workspace.upper: expected list'),
+    (('roll_pitch: 6', 'roll_pitch: 0'), 'body_rate.roll_pitch must be finite and > 0'),
+    (('yaw: 3.0', 'yaw: -3.0'), 'body_rate.yaw must be finite and > 0'),
+    (('yaw: 3.0', 'yaw: .inf'), 'body_rate.yaw must be finite and > 0'),
+    (('yaw: 3.0, ', ''), 'safety.body_rate.yaw: missing required key'),
+    (('right: j2', 'right: j9'), "body_rate joint 'j9' is not an actuated joint"),
+])
+def test_malformed_safety_section_names_file_and_key(tmp_path, mutation, key):
+    path = tmp_path / 'bad.yaml'
+    assert mutation[0] in SAFE
+    path.write_text(SAFE.replace(*mutation, 1))
+    with pytest.raises(ConfigError) as info:
+        load_robot_spec(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert key in message
+
+
+def test_unknown_workspace_kinematics_names_file_and_key(tmp_path):
+    path = tmp_path / 'bad.yaml'
+    path.write_text(SAFE.replace('kinematics: wx250s', 'kinematics: ur5e'))
+    spec = load_robot_spec(path)  # names are checked where the kinematics are looked up
+    with pytest.raises(ConfigError) as info:
+        CommandLimits.from_spec(spec)
+    assert f"{path}: safety.workspace.kinematics: 'ur5e' unknown; available: wx250s" in \
+        str(info.value)
+
+
+def test_safety_section_must_be_a_mapping(tmp_path):
+    path = tmp_path / 'bad.yaml'
+    path.write_text(GOOD + 'safety: [workspace]\n')
+    with pytest.raises(ConfigError) as info:
+        load_robot_spec(path)
+    assert f'{path}: safety: expected dict' in str(info.value)
+
+
+def test_body_rate_joint_must_be_actuated(tmp_path):
+    path = tmp_path / 'bad.yaml'
+    path.write_text(SAFE.replace('actuated: true}', 'actuated: false}'))  # j2 passive
+    with pytest.raises(ConfigError) as info:
+        load_robot_spec(path)
+    assert str(path) in str(info.value)
+    assert "body_rate joint 'j2' is not an actuated joint" in str(info.value)

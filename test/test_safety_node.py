@@ -1,7 +1,7 @@
 """
 Safety node over real DDS: the node runs as its own process, this test is the robot and
-the controller (publishes joint_states, command_raw, safety/estop; reads command,
-diagnostics; calls safety/reset and safety/arm).
+the controller (publishes joint_states, command_raw, safety/estop, controller/plan; reads
+command, diagnostics, the latched safety/state; calls safety/reset and safety/arm).
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ pytest.importorskip('rclpy')
 import rclpy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.qos import QoSDurabilityPolicy, QoSProfile  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
-from std_msgs.msg import Bool  # noqa: E402
+from std_msgs.msg import Bool, String  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
@@ -100,12 +101,16 @@ class Probe:
         self.publish_state = True
         self.commands: list[tuple[int, list[str], np.ndarray]] = []
         self.statuses: list[DiagnosticStatus] = []
+        self.states: list[str] = []  # safety/state, in order of arrival
         node = self.node
         self.pub_state = node.create_publisher(JointState, 'joint_states', 10)
         self.pub_raw = node.create_publisher(JointTrajectory, 'command_raw', 10)
         self.pub_estop = node.create_publisher(Bool, 'safety/estop', 10)
+        self.pub_plan = node.create_publisher(JointTrajectory, 'controller/plan', 10)
         node.create_subscription(JointTrajectory, 'command', self._on_command, 100)
         node.create_subscription(DiagnosticArray, 'diagnostics', self._on_diag, 10)
+        latched = QoSProfile(depth=1, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+        node.create_subscription(String, 'safety/state', self._on_state, latched)
         self.reset_client = node.create_client(Trigger, 'safety/reset')
         self.arm_client = node.create_client(Trigger, 'safety/arm')
         node.create_timer(0.02, self._publish_state)
@@ -129,6 +134,9 @@ class Probe:
 
     def _on_diag(self, msg: DiagnosticArray) -> None:
         self.statuses += [s for s in msg.status if s.name == 'safety']
+
+    def _on_state(self, msg: String) -> None:
+        self.states.append(msg.data)
 
     def spin_until(self, done: Callable[[], bool], timeout_s: float, what: str) -> None:
         deadline = time.monotonic() + timeout_s
@@ -158,6 +166,18 @@ class Probe:
             self.interface))
         return stamp_ns
 
+    def send_plan(self, stamp_ns: int, positions) -> None:
+        """Publish a controller/plan over the command joints, then let it arrive first."""
+        self.pub_plan.publish(convert.plan_msg(stamp_ns, self.command_names,
+                                               np.asarray(positions, dtype=np.float64), 0.05))
+        # plan and command_raw are different topics, so DDS does not order them
+        self.spin_for(0.05)
+
+    def wait_state(self, count: int, what: str) -> list[str]:
+        """Wait until ``count`` safety/state messages arrived; return them."""
+        self.spin_until(lambda: len(self.states) >= count, 5.0, what)
+        return self.states
+
     def output_for(self, stamp_ns: int, timeout_s: float = 3.0) -> np.ndarray:
         def found() -> bool:
             return any(s == stamp_ns for s, _, _ in self.commands)
@@ -183,11 +203,17 @@ def diag(status: DiagnosticStatus) -> dict[str, str]:
 
 @pytest.fixture
 def arm_graph(tmp_path, ros_domain):
-    proc, log = start_safety(tmp_path, ARM_YAML, ros_domain)
+    # the tests send bursts faster than the default rate limit (3 x 20 Hz, burst 3)
+    proc, log = start_safety(tmp_path, ARM_YAML, ros_domain, 'auto_arm:=true',
+                             'max_command_rate_hz:=1000.0')
     probe = Probe(ros_domain, ['shoulder', 'finger_right', 'elbow'],
                   ['shoulder', 'elbow'], 'position')
     probe.position = np.array([0.5, 0.02, -0.5])
+    # no joint_states until the latched DISARMED arrived, so auto-arm cannot overtake it
+    probe.publish_state = False
     try:
+        assert probe.wait_state(1, 'the latched start-up state') == ['DISARMED']
+        probe.publish_state = True
         probe.connect(proc, log)
         yield probe
     finally:
@@ -199,6 +225,7 @@ def arm_graph(tmp_path, ros_domain):
 def test_position_robot_nothing_unsafe_reaches_command(arm_graph):
     probe = arm_graph
     measured = np.array([0.5, -0.5])
+    assert probe.wait_state(2, 'auto-arm') == ['DISARMED', 'ARMED']
     _, names, hold = probe.commands[0]  # start-up: no controller yet -> hold where it is
     assert names == ['shoulder', 'elbow']
     np.testing.assert_array_equal(hold, measured)
@@ -208,6 +235,7 @@ def test_position_robot_nothing_unsafe_reaches_command(arm_graph):
     reordered = probe.send([-0.47, 0.45], names=['elbow', 'shoulder'])
     np.testing.assert_array_equal(probe.output_for(reordered), [0.45, -0.47])
 
+    probe.spin_for(0.01)  # the token bucket refills (10 ms at 1000/s > burst 3)
     nan = probe.send([np.nan, -0.5])
     inf = probe.send([0.5, -np.inf])
     huge = probe.send([5.0, -1e300])
@@ -229,7 +257,8 @@ def test_position_robot_nothing_unsafe_reaches_command(arm_graph):
     values = diag(warn)
     for rule in ('finite', 'names', 'age', 'step'):  # step already lands inside the box
         assert int(values[f'rule/{rule}']) >= 1, values
-    assert float(values['rate_hz']) > 0 and float(values['latency_us']) > 0
+    assert float(values['rate_hz']) > 0 and 'latency_us' not in values
+    assert 0 < float(values['latency_us_p50']) <= float(values['latency_us_p99'])
     assert int(values['passed']) == 2 and int(values['clamped']) == 1
     assert int(values['blocked']) == 4 and values['state'] == 'ARMED'
 
@@ -239,6 +268,8 @@ def test_position_robot_nothing_unsafe_reaches_command(arm_graph):
                      5.0, 'ESTOPPED in diagnostics')
     error = next(s for s in probe.statuses if diag(s)['state'] == 'ESTOPPED')
     assert error.level == DiagnosticStatus.ERROR
+    assert probe.wait_state(3, 'ESTOPPED on safety/state')[2] == \
+        'ESTOPPED: estop: e-stop received'
     first_after_estop = len(probe.commands)
     sent = {probe.send([0.52, -0.49]) for _ in range(3)}
     probe.pub_estop.publish(Bool(data=False))  # releasing does not re-arm
@@ -251,8 +282,10 @@ def test_position_robot_nothing_unsafe_reaches_command(arm_graph):
     for _, _, values in after:
         np.testing.assert_array_equal(values, measured)
 
+    assert len(probe.states) == 3  # releasing the e-stop changed nothing
     response = probe.call(probe.reset_client)
     assert response.success, response.message
+    assert probe.wait_state(4, 'ARMED after reset')[3] == 'ARMED'
     good = probe.send([0.53, -0.52])
     np.testing.assert_array_equal(probe.output_for(good), [0.53, -0.52])
     armed = probe.status_where(lambda s: diag(s)['state'] == 'ARMED'
@@ -260,35 +293,97 @@ def test_position_robot_nothing_unsafe_reaches_command(arm_graph):
     assert int(diag(armed)['estops']) == 1 and int(diag(armed)['held']) >= 8
 
 
-def test_velocity_robot_arm_clamp_and_stale_state_hold(tmp_path, ros_domain):
-    proc, log = start_safety(tmp_path, WHEELS_YAML, ros_domain,
-                             'start_armed:=false', 'state_timeout_s:=0.15')
+def test_velocity_robot_arm_clamp_and_state_lost_estop(tmp_path, ros_domain):
+    proc, log = start_safety(tmp_path, WHEELS_YAML, ros_domain, 'state_timeout_s:=0.15')
     probe = Probe(ros_domain, ['left', 'right'], ['left', 'right'], 'velocity')
     probe.velocity = np.array([30.0, -5.0])
     try:
         probe.connect(proc, log)
         np.testing.assert_array_equal(probe.commands[0][2], [0.0, 0.0])  # disarmed: zeros
+        assert probe.wait_state(1, 'the latched start-up state') == ['DISARMED']
         disarmed = probe.send([35.0, -5.0])
         probe.spin_for(0.2)
         assert disarmed not in {s for s, _, _ in probe.commands}
+        assert probe.states == ['DISARMED']  # fresh joint_states alone do not arm
 
         response = probe.call(probe.arm_client)
         assert response.success, response.message
+        assert probe.wait_state(2, 'ARMED')[1] == 'ARMED'
         fast = probe.send([90.0, -90.0])
         np.testing.assert_array_equal(probe.output_for(fast), [50.0, -25.0])
 
-        probe.publish_state = False  # the robot falls silent: stale state
-        probe.spin_for(0.3)
-        stale = probe.send([31.0, -5.0])
-        probe.spin_for(0.3)
-        assert stale not in {s for s, _, _ in probe.commands}
-        np.testing.assert_array_equal(probe.commands[-1][2], [0.0, 0.0])
-        status = probe.status_where(lambda s: int(diag(s)['rule/stale_state']) >= 1,
-                                    'stale_state counted')
+        probe.publish_state = False  # silent > heartbeat_timeout_s (0.5 s): e-stop
+        lost = probe.wait_state(3, 'ESTOPPED after heartbeat_timeout_s')[2]
+        assert lost.startswith('ESTOPPED: state_lost: joint_states silent for '), lost
+        status = probe.status_where(lambda s: diag(s)['state'] == 'ESTOPPED',
+                                    'ESTOPPED in diagnostics')
         values = diag(status)
-        assert status.level == DiagnosticStatus.WARN and 'stale' in status.message
+        assert status.level == DiagnosticStatus.ERROR and 'state_lost' in status.message
+        assert int(values['rule/state_lost']) == 1 and int(values['estops']) == 1
         assert int(values['rule/disarmed']) == 1 and int(values['rule/step']) == 1
-        assert 'stale_state' in values['last_reason']
+
+        first_after_estop = len(probe.commands)
+        blocked = probe.send([31.0, -5.0])
+        probe.spin_until(lambda: len(probe.commands) >= first_after_estop + 3, 3.0,
+                         'three holds')  # 100 ms of holds: a forwarded command would be in
+        after = probe.commands[first_after_estop:]
+        assert blocked not in {s for s, _, _ in after}
+        for _, _, values_out in after:
+            np.testing.assert_array_equal(values_out, [0.0, 0.0])
+        status = probe.status_where(lambda s: int(diag(s)['rule/estop']) >= 1,
+                                    'the blocked command counted')
+        assert diag(status)['state'] == 'ESTOPPED'
+
+        response = probe.call(probe.reset_client)
+        assert not response.success and 'old' in response.message
+        probe.publish_state = True  # the driver is back: still latched until reset
+        probe.spin_for(0.2)
+        assert len(probe.states) == 3
+        response = probe.call(probe.reset_client)
+        assert response.success, response.message
+        assert probe.wait_state(4, 'ARMED after reset')[3] == 'ARMED'
+        resumed = probe.send([31.0, -5.0])
+        np.testing.assert_array_equal(probe.output_for(resumed), [31.0, -5.0])
+    finally:
+        probe.close()
+        stop(proc)
+    assert proc.returncode == 0, log.read_text()
+
+
+def test_plan_leaving_the_limits_blocks_its_command_and_holds(tmp_path, ros_domain):
+    # a long watchdog, so a hold within it can only be the one the plan forced
+    proc, log = start_safety(tmp_path, ARM_YAML, ros_domain, 'auto_arm:=true',
+                             'check_plan:=true', 'watchdog_timeout_s:=1.0')
+    probe = Probe(ros_domain, ['shoulder', 'finger_right', 'elbow'],
+                  ['shoulder', 'elbow'], 'position')
+    probe.position = np.array([0.5, 0.02, -0.5])
+    measured = np.array([0.5, -0.5])
+    try:
+        probe.connect(proc, log)
+        good_stamp = probe.now_ns()
+        probe.send_plan(good_stamp, [[0.55, -0.5], [0.6, -0.5]])
+        good = probe.send([0.55, -0.5], stamp_ns=good_stamp)
+        np.testing.assert_array_equal(probe.output_for(good), [0.55, -0.5])
+
+        # more than two periods later, so even a late plan leaves this command without one
+        probe.spin_for(0.15)
+        bad_stamp = probe.now_ns()
+        probe.send_plan(bad_stamp, [[0.6, -0.5], [1.2, -0.5]])
+        first_after = len(probe.commands)
+        bad = probe.send([0.6, -0.5], stamp_ns=bad_stamp)
+        probe.spin_until(lambda: len(probe.commands) > first_after, 3.0, 'the forced hold')
+        hold_stamp, _, hold = probe.commands[first_after]
+        assert hold_stamp != bad and hold_stamp < good_stamp + 1_000_000_000
+        np.testing.assert_array_equal(hold, measured)
+        probe.spin_for(0.2)
+        assert bad not in {s for s, _, _ in probe.commands}
+        status = probe.status_where(lambda s: int(diag(s)['rule/plan']) >= 1, 'rule/plan')
+        assert 'plan: step 1: shoulder=1.2 outside [-1, 1]' in diag(status)['last_reason']
+
+        fixed_stamp = probe.now_ns()
+        probe.send_plan(fixed_stamp, [[0.55, -0.5]])
+        fixed = probe.send([0.55, -0.5], stamp_ns=fixed_stamp)
+        np.testing.assert_array_equal(probe.output_for(fixed), [0.55, -0.5])
     finally:
         probe.close()
         stop(proc)

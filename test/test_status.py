@@ -13,14 +13,17 @@ def test_status_line_shows_each_node_in_spec_order():
         'twin': {'rate_hz': '10.0', 'episode': '2', 'episode_step': '37', 'reward': '-0.41',
                  'episode_return': '-18.2', 'level': 'ok'},
         'safety': {'rate_hz': '10', 'state': 'ARMED', 'passed': '120', 'clamped': '4',
-                   'blocked': '1', 'held': '3', 'level': 'warn', 'message': 'step fired'},
+                   'blocked': '1', 'held': '3', 'rule/step': '4', 'rule/age': '1',
+                   'rule/finite': '0', 'rule/rate': '9', 'rule/names': '2',
+                   'latency_us_p99': '84.6', 'level': 'warn', 'message': 'step fired'},
         'recorder': {'rate_hz': '95', 'messages': '1000', 'dropped': '0', 'level': 'ok'},
     }}
     line = format_status(12.0, status, ['twin', 'safety', 'controller', 'recorder'])
     parts = line.split(' | ')
     assert parts[0] == 't=12s'
     assert parts[1] == 'twin 10.0Hz ep 2 step 37 r -0.41 R -18.2'
-    assert parts[2] == 'safety ARMED 10.0Hz pass 120 clamp 4 block 1 hold 3 [WARN: step fired]'
+    assert parts[2] == ('safety ARMED 10.0Hz pass 120 clamp 4 block 1 hold 3 '
+                        'rules rate:9 step:4 names:2 p99 85us [WARN: step fired]')
     assert parts[3] == 'controller (no diagnostics yet)'
     assert parts[4] == 'recorder 95 msg/s 1000 msgs'
 

@@ -21,6 +21,18 @@ YAML layout::
         effort: 10.0               # N m (or N)
         actuated: true             # false: coupled/passive, never commanded
     default_pose: {waist: 0.0, ...}   # rad; missing joints default to mid-range
+    safety:                        # optional limits beyond the joints' (see safety/limits.py)
+      workspace:                   # end-effector box, robot base frame
+        kinematics: wx250s         # forward kinematics (robots/kinematics.py KINEMATICS)
+        lower: [-0.25, -0.65, 0.01]   # m
+        upper: [0.75, 0.65, 0.80]     # m
+        margin: 0.0                # m, commands stay this far inside
+        brake_time: 0.1            # s, + the distance covered at the measured speed
+      body_rate:                   # floating-base robots (roach), body frame
+        roll_pitch: 6.0            # rad/s: above it the body tumbles, legs stop
+        yaw: 3.0                   # rad/s: above it the turn is not tightened
+        left: left_legs            # joints whose speed difference right - left turns the
+        right: right_legs          #   body counter-clockwise (positive yaw)
 """
 
 from __future__ import annotations
@@ -32,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from dexmpc_ros.core.errors import ConfigError
-from dexmpc_ros.core.yaml_io import load_yaml_mapping, optional, require
+from dexmpc_ros.core.yaml_io import check_type, load_yaml_mapping, optional, require
 
 COMMAND_INTERFACES = ('position', 'velocity')
 
@@ -73,6 +85,68 @@ class JointLimit:
 
 
 @dataclass(frozen=True)
+class WorkspaceBox:
+    """
+    Axis-aligned box the end effector must stay in (``safety.workspace``).
+
+    Attributes:
+        kinematics: name of the forward kinematics (``robots.kinematics.KINEMATICS``).
+        lower: (x, y, z) lower corner in the robot base frame [m].
+        upper: (x, y, z) upper corner [m].
+        margin: commands keep the end effector this far inside the box [m].
+        brake_time: and further inside by the distance the end effector covers in this
+            time at the measured joint speeds [s], so the arm's overshoot while it brakes
+            stays inside the box.
+    """
+
+    kinematics: str
+    lower: tuple[float, float, float]
+    upper: tuple[float, float, float]
+    margin: float = 0.0
+    brake_time: float = 0.0
+
+    def __post_init__(self) -> None:
+        if len(self.lower) != 3 or len(self.upper) != 3:
+            raise ValueError(f'workspace lower/upper need 3 values each, got {self.lower} '
+                             f'and {self.upper}')
+        if not all(math.isfinite(v) for v in (*self.lower, *self.upper)) or \
+                not all(lo < hi for lo, hi in zip(self.lower, self.upper)):
+            raise ValueError(f'workspace needs finite lower < upper, got {self.lower} and '
+                             f'{self.upper}')
+        if not (math.isfinite(self.margin) and self.margin >= 0 and all(
+                hi - lo > 2 * self.margin for lo, hi in zip(self.lower, self.upper))):
+            raise ValueError(f'workspace margin must be >= 0 and leave a box inside, got '
+                             f'{self.margin}')
+        if not (math.isfinite(self.brake_time) and self.brake_time >= 0):
+            raise ValueError(f'workspace brake_time must be finite and >= 0, got '
+                             f'{self.brake_time}')
+
+
+@dataclass(frozen=True)
+class BodyRateLimit:
+    """
+    Body angular-rate limits of a floating-base robot (``safety.body_rate``).
+
+    Attributes:
+        roll_pitch: largest |roll rate| and |pitch rate| [rad/s] before the legs stop.
+        yaw: largest |yaw rate| [rad/s] before a turn may not be tightened.
+        left: joint on the left side (its speed minus the right's turns clockwise).
+        right: joint on the right side.
+    """
+
+    roll_pitch: float
+    yaw: float
+    left: str
+    right: str
+
+    def __post_init__(self) -> None:
+        for name in ('roll_pitch', 'yaw'):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f'body_rate.{name} must be finite and > 0, got {value}')
+
+
+@dataclass(frozen=True)
 class RobotSpec:
     """
     One robot: joints, limits, rates, default pose.
@@ -86,6 +160,9 @@ class RobotSpec:
         description: one line for humans.
         urdf: file name under ``urdf/``.
         driver: free-form driver settings (port, baud rate, ...), read by drivers only.
+        workspace: end-effector box enforced by the safety supervisor, or None.
+        body_rate: body angular-rate limits enforced by the safety supervisor, or None.
+        source: the YAML file it came from ('' when built in code), for error messages.
     """
 
     name: str
@@ -96,6 +173,9 @@ class RobotSpec:
     description: str = ''
     urdf: str = ''
     driver: dict = field(default_factory=dict)
+    workspace: WorkspaceBox | None = None
+    body_rate: BodyRateLimit | None = None
+    source: str = ''
 
     def __post_init__(self) -> None:
         if self.command_interface not in COMMAND_INTERFACES:
@@ -112,6 +192,11 @@ class RobotSpec:
                              f'values for {len(self.joints)} joints')
         if not self.actuated_joints:
             raise ValueError(f'robot {self.name}: no actuated joint')
+        if self.body_rate is not None:
+            for side in (self.body_rate.left, self.body_rate.right):
+                if side not in self.command_names:
+                    raise ValueError(f'robot {self.name}: body_rate joint {side!r} is not an '
+                                     f'actuated joint')
 
     # Derived views, all in joint order. -----------------------------------------------
     @property
@@ -252,8 +337,55 @@ def parse_robot_spec(data: dict, source: str) -> RobotSpec:
             description=optional(data, 'description', str, where, ''),
             urdf=optional(data, 'urdf', str, where, ''),
             driver=optional(data, 'driver', dict, where, {}),
+            **_parse_safety(optional(data, 'safety', dict, where, {}), source),
+            source=source,
         )
     except ConfigError:
         raise
     except ValueError as exc:
         raise ConfigError(f'{source}: {exc}') from exc
+
+
+def _parse_safety(raw: dict, source: str) -> dict:
+    """``safety:`` section -> RobotSpec keyword arguments (workspace, body_rate)."""
+    where = f'{source}: safety'
+    _only(raw, ('workspace', 'body_rate'), where)
+    out: dict = {}
+    box = optional(raw, 'workspace', dict, where, None)
+    if box is not None:
+        bwhere = f'{where}.workspace'
+        _only(box, ('kinematics', 'lower', 'upper', 'margin', 'brake_time'), bwhere)
+        kinematics = require(box, 'kinematics', str, bwhere)  # name checked by safety/
+        corners = {key: tuple(check_type(v, float, f'{bwhere}.{key}[{i}]')
+                              for i, v in enumerate(require(box, key, list, bwhere)))
+                   for key in ('lower', 'upper')}
+        out['workspace'] = _built(WorkspaceBox, bwhere, kinematics=kinematics,
+                                  margin=optional(box, 'margin', float, bwhere, 0.0),
+                                  brake_time=optional(box, 'brake_time', float, bwhere, 0.0),
+                                  **corners)
+    rate = optional(raw, 'body_rate', dict, where, None)
+    if rate is not None:
+        rwhere = f'{where}.body_rate'
+        _only(rate, ('roll_pitch', 'yaw', 'left', 'right'), rwhere)
+        left, right = require(rate, 'left', str, rwhere), require(rate, 'right', str, rwhere)
+        if left == right:
+            raise ConfigError(f'{rwhere}: left and right are both {left!r}')
+        out['body_rate'] = _built(BodyRateLimit, rwhere,
+                                  roll_pitch=require(rate, 'roll_pitch', float, rwhere),
+                                  yaw=require(rate, 'yaw', float, rwhere),
+                                  left=left, right=right)
+    return out
+
+
+def _only(mapping: dict, known: tuple[str, ...], where: str) -> None:
+    unknown = set(mapping) - set(known)
+    if unknown:
+        raise ConfigError(f'{where}: unknown keys {sorted(unknown)} (known: '
+                          f'{", ".join(known)})')
+
+
+def _built(cls: type, where: str, **fields: object) -> object:
+    try:
+        return cls(**fields)
+    except ValueError as exc:
+        raise ConfigError(f'{where}: {exc}') from exc

@@ -14,6 +14,9 @@ can call it on (K, 6) samples at once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 
 #: joint order of the screw axes (= the first six joints of ``config/robots/widowx.yaml``)
@@ -37,35 +40,37 @@ WX250S_SCREWS = np.array([
 
 
 def _skew(w: np.ndarray) -> np.ndarray:
-    """Skew-symmetric matrix of a unit vector (3,) -> (3, 3)."""
-    return np.array([[0.0, -w[2], w[1]],
-                     [w[2], 0.0, -w[0]],
-                     [-w[1], w[0], 0.0]])
+    """Skew-symmetric matrices of vectors (..., 3) -> (..., 3, 3)."""
+    out = np.zeros(w.shape[:-1] + (3, 3))
+    out[..., 0, 1], out[..., 0, 2] = -w[..., 2], w[..., 1]
+    out[..., 1, 0], out[..., 1, 2] = w[..., 2], -w[..., 0]
+    out[..., 2, 0], out[..., 2, 1] = -w[..., 1], w[..., 0]
+    return out
 
 
 def screw_exp(screw: np.ndarray, theta: np.ndarray) -> np.ndarray:
     """
-    Matrix exponential of a revolute screw axis.
+    Matrix exponentials of revolute screw axes, all joints in one vectorized pass.
 
     Args:
-        screw: (6,) unit-rotation screw axis (omega, v), ``|omega| = 1``.
-        theta: (...) joint angles [rad].
+        screw: (6,) or (J, 6) unit-rotation screw axes (omega, v), ``|omega| = 1``.
+        theta: (...) joint angles [rad] for one screw, or (..., J) for J screws.
 
     Returns:
-        (..., 4, 4) homogeneous transforms.
+        (..., 4, 4) or (..., J, 4, 4) homogeneous transforms.
     """
-    omega, v = screw[:3], screw[3:]
-    w = _skew(omega)
-    w2 = w @ w
+    screw = np.asarray(screw, dtype=np.float64)
     theta = np.asarray(theta, dtype=np.float64)
+    w = _skew(screw[..., :3])                      # (J, 3, 3) or (3, 3)
+    w2 = w @ w
+    v = screw[..., 3:, None]                       # (J, 3, 1)
     s, c = np.sin(theta)[..., None, None], np.cos(theta)[..., None, None]
     t = theta[..., None, None]
     out = np.zeros(theta.shape + (4, 4))
     # Rodrigues: R = I + sin(t) W + (1 - cos(t)) W^2
     out[..., :3, :3] = np.eye(3) + s * w + (1.0 - c) * w2
     # p = (I t + (1 - cos(t)) W + (t - sin(t)) W^2) v
-    g = np.eye(3) * t + (1.0 - c) * w + (t - s) * w2
-    out[..., :3, 3] = g @ v
+    out[..., :3, 3:] = t * v + (1.0 - c) * (w @ v) + (t - s) * (w2 @ v)
     out[..., 3, 3] = 1.0
     return out
 
@@ -83,12 +88,34 @@ def wx250s_fk(q: np.ndarray) -> np.ndarray:
     q = np.asarray(q, dtype=np.float64)
     if q.shape[-1] != len(WX250S_JOINTS):
         raise ValueError(f'wx250s_fk expects (..., 6) joint angles, got shape {q.shape}')
-    pose = np.broadcast_to(np.eye(4), q.shape[:-1] + (4, 4))
-    for i, screw in enumerate(WX250S_SCREWS):
-        pose = pose @ screw_exp(screw, q[..., i])
+    exps = screw_exp(WX250S_SCREWS, q)             # (..., 6, 4, 4)
+    pose = exps[..., 0, :, :]
+    for i in range(1, len(WX250S_JOINTS)):
+        pose = pose @ exps[..., i, :, :]
     return pose @ WX250S_M
 
 
 def wx250s_ee_position(q: np.ndarray) -> np.ndarray:
     """End-effector position (..., 3) [m] in the base frame for joint angles (..., 6)."""
     return wx250s_fk(q)[..., :3, 3]
+
+
+@dataclass(frozen=True)
+class Kinematics:
+    """
+    A named forward-kinematics function, as a robot spec's ``safety.workspace`` refers to it.
+
+    Attributes:
+        joints: joint names the function takes, in order.
+        ee_position: (..., len(joints)) joint positions [rad] -> (..., 3) end-effector
+            position [m] in the robot base frame.
+    """
+
+    joints: tuple[str, ...]
+    ee_position: Callable[[np.ndarray], np.ndarray]
+
+
+#: ``safety.workspace.kinematics`` name -> forward kinematics.
+KINEMATICS: dict[str, Kinematics] = {
+    'wx250s': Kinematics(WX250S_JOINTS, wx250s_ee_position),
+}

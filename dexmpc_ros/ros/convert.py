@@ -14,7 +14,7 @@ from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Quaternion
 from nav_msgs.msg import Odometry
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import Image, Imu, JointState
 from std_msgs.msg import Header
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
@@ -131,7 +131,42 @@ def command_to_arrays(msg: JointTrajectory, interface: str
     return names, np.asarray(field, dtype=np.float64), stamp
 
 
-# Odometry, images, diagnostics ------------------------------------------------------------
+def plan_msg(stamp_ns: int, names: Sequence[str], positions: np.ndarray, dt_s: float
+             ) -> JointTrajectory:
+    """
+    A controller's predicted trajectory (``controller/plan``).
+
+    Args:
+        stamp_ns: stamp of the observation the plan starts from [ns].
+        names: joint names of the columns.
+        positions: (T, len(names)) predicted positions [rad or m], step k at (k+1) dt.
+        dt_s: time between plan steps [s].
+    """
+    msg = JointTrajectory(header=header(stamp_ns))
+    msg.joint_names = list(names)
+    for k, row in enumerate(np.asarray(positions, dtype=np.float64)):
+        point = JointTrajectoryPoint(positions=row.tolist())
+        t_ns = int(round((k + 1) * dt_s * 1e9))
+        point.time_from_start.sec, point.time_from_start.nanosec = divmod(t_ns, 1_000_000_000)
+        msg.points.append(point)
+    return msg
+
+
+def plan_to_arrays(msg: JointTrajectory) -> tuple[list[str], np.ndarray, int]:
+    """
+    ``controller/plan`` -> (names, positions (T, len(names)), stamp ns).
+
+    A point whose positions have the wrong length becomes a row of NaN, so the supervisor
+    rejects the plan instead of this function raising.
+    """
+    names = list(msg.joint_names)
+    rows = [np.asarray(p.positions, dtype=np.float64) if len(p.positions) == len(names)
+            else np.full(len(names), np.nan) for p in msg.points]
+    positions = np.stack(rows) if rows else np.empty((0, len(names)))
+    return names, positions, time_to_ns(msg.header.stamp)
+
+
+# Odometry, IMU, images, diagnostics ------------------------------------------------------------
 def odometry_msg(stamp_ns: int, pose: BodyPose, frame_id: str = 'odom',
                  child_frame_id: str = 'base_link') -> Odometry:
     """nav_msgs/Odometry from a twin's :class:`BodyPose` (REP-105 frames)."""
@@ -152,6 +187,12 @@ def odometry_to_arrays(msg: Odometry) -> tuple[np.ndarray, np.ndarray, np.ndarra
     lin, ang = msg.twist.twist.linear, msg.twist.twist.angular
     return (np.array([p.x, p.y, p.z]), np.array([q.x, q.y, q.z, q.w]),
             np.array([lin.x, lin.y, lin.z]), np.array([ang.x, ang.y, ang.z]))
+
+
+def imu_angular_velocity(msg: Imu) -> tuple[np.ndarray, int]:
+    """sensor_msgs/Imu -> (angular velocity (3,) [rad/s] in the IMU frame, stamp ns)."""
+    w = msg.angular_velocity
+    return np.array([w.x, w.y, w.z]), time_to_ns(msg.header.stamp)
 
 
 def image_msg(stamp_ns: int, rgb: np.ndarray, frame_id: str = 'camera_color_optical_frame'

@@ -9,8 +9,10 @@ no second list of parameter names to keep in sync (CONVENTIONS.md §3).
 
 from __future__ import annotations
 
+import array
 import dataclasses
 import re
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from rcl_interfaces.msg import ParameterDescriptor
@@ -54,8 +56,9 @@ def declare(node: Node, name: str, default: Any, description: str = '') -> Any:
     value = node.get_parameter(name).value
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if type(value) is not type(default) and not (
-            isinstance(default, list) and isinstance(value, (list, tuple))):
+    if isinstance(default, (list, tuple)) and isinstance(value, Sequence | array.array):
+        return type(default)(value)  # DOUBLE_ARRAY comes back as array.array
+    if type(value) is not type(default):
         raise ConfigError(f'node {node.get_name()}: parameter {name} must be '
                           f'{type(default).__name__}, got {value!r}')
     return value

@@ -51,6 +51,7 @@ NODE_KINDS: dict[str, NodeKind] = {
     'safety': NodeKind('dexmpc_ros.ros.safety_node', 'safety_node'),
     'controller': NodeKind('dexmpc_ros.ros.controller_node', 'controller_node'),
     'recorder': NodeKind('dexmpc_ros.ros.recorder_node', 'recorder_node'),
+    'fuzz': NodeKind('dexmpc_ros.ros.fuzz_node', 'fuzz_node'),
 }
 #: backend -> robot -> node kind that moves the robot.
 ROBOT_NODES: dict[str, dict[str, str]] = {

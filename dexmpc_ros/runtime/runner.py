@@ -24,7 +24,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -221,3 +222,24 @@ class ExperimentRunner:
                              f'node {name!r} did not stop cleanly (exit code {code}); last log '
                              f'lines:\n{self.log_tail(name)}', self.last_status)
         return RunResult(self.run_dir, 0, last_status=self.last_status)
+
+
+@contextmanager
+def started(experiment: Experiment, run_dir: Path, domain_id: int | None = None
+            ) -> Iterator[ExperimentRunner]:
+    """
+    Start every node of ``experiment`` and stop them on exit (tests, benchmarks, tools).
+
+    Unlike :meth:`ExperimentRunner.run` it neither times the run nor ends it when a node
+    dies, so a caller can kill or freeze nodes on purpose and watch what the rest does.
+    Stopped processes (SIGSTOP) are continued before the clean stop.
+    """
+    runner = ExperimentRunner(experiment, run_dir, domain_id=domain_id)
+    runner.start()
+    try:
+        yield runner
+    finally:
+        for proc in runner.processes.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+        runner.stop()

@@ -4,12 +4,18 @@ Render the live status line from the status node's JSON (pure formatting).
 Example::
 
     t=12s | twin 10.0Hz ep 2 step 37 r -0.41 R -18.2 | safety ARMED 10.0Hz pass 120
-    clamp 4 block 0 hold 3 | controller 10.0Hz | recorder 95 msg/s
+    clamp 4 block 0 hold 3 rules step:4 p99 85us | controller 10.0Hz | recorder 95 msg/s
+
+The safety entry names its most frequent rules (count since start) and the p99 time its
+filter takes per command.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+#: How many of the most frequent safety rules the status line names.
+TOP_RULES = 3
 
 
 def _f(entry: dict[str, Any], key: str, default: float = 0.0) -> float:
@@ -30,6 +36,13 @@ def node_summary(name: str, entry: dict[str, Any]) -> str:
         parts = [f'{name} {entry.get("state", "?")} {rate:.1f}Hz',
                  f'pass {int(_f(entry, "passed"))} clamp {int(_f(entry, "clamped"))} '
                  f'block {int(_f(entry, "blocked"))} hold {int(_f(entry, "held"))}']
+        rules = sorted(((int(_f(entry, key)), key[5:]) for key in entry
+                        if key.startswith('rule/') and _f(entry, key) > 0), reverse=True)
+        if rules:
+            parts.append('rules ' + ' '.join(f'{rule}:{count}'
+                                             for count, rule in rules[:TOP_RULES]))
+        if 'latency_us_p99' in entry:
+            parts.append(f'p99 {_f(entry, "latency_us_p99"):.0f}us')
     if 'messages' in entry:
         parts = [f'{name} {rate:.0f} msg/s {int(_f(entry, "messages"))} msgs']
         if _f(entry, 'dropped'):

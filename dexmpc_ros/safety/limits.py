@@ -1,56 +1,81 @@
 """
-Safety rules on one command, as pure functions (no rclpy, no state).
+Safety rules on one command, as pure functions (no rclpy, no hidden state).
 
 Each rule is one named function that takes the command (and what it needs to judge it) and
 returns a :class:`RuleResult`: the command, possibly modified (``None`` when the rule
-rejects it), whether the rule fired, and why. :func:`filter_command` runs the rules in the
-fixed order of :data:`RULE_ORDER` and folds them into a :class:`Decision`.
+rejects it), whether the rule fired, and why. ``safety/filter.py`` runs them in the fixed
+order of :data:`RULE_ORDER` and folds them into a decision.
 
 Rules (names as they appear in counters and diagnostics):
 
-``finite``        reject a command holding NaN or +-inf.
-``names``         reject unknown, missing or duplicate joint names and a names/values length
-                  mismatch; reorder a command given in another order into spec command order.
-``age``           reject a command whose stamp (the observation it came from) is older than
-                  the budget, or newer than ``now`` by more than the future tolerance.
-``stale_state``   reject when no valid ``joint_states`` arrived within the state timeout
-                  (every clamp below is relative to the measured state).
-``position_box``  position robots: clamp to [lower, upper]. Velocity robots: zero the
-                  components that would drive a joint further past a finite position limit.
-``step``          position robots: clamp |cmd - measured| <= min(max_step, velocity * dt).
-                  Velocity robots: clamp |cmd - measured velocity| <= max_step, then
-                  |cmd| <= velocity.
+Rejections (judge the command as a whole; all run, so every reason is reported)
 
-Shapes: m = number of actuated joints (command length); every array is float64, command
-order (``RobotSpec.command_names``). Times are integer nanoseconds.
+``finite``        NaN or +-inf anywhere.
+``names``         unknown, missing or duplicate joint names, names/values length mismatch;
+                  a command in another joint order is reordered (not a violation).
+``age``           stamp (of the observation the command came from) older than the budget,
+                  or ahead of now by more than the future tolerance.
+``stale_state``   no valid ``joint_states`` within the state timeout (every clamp below is
+                  relative to the measured state); robots with body-rate limits also need
+                  a fresh body rate (``odom`` or ``imu``).
+``rate``          token bucket: commands arriving faster than the allowed rate (bursts).
+``plan``          (opt-in) the controller's newest predicted trajectory leaves the limits,
+                  or no recent one was published.
+``uncertainty``   (opt-in) the controller's reported uncertainty is at or above the hold
+                  threshold, or none was reported for this command.
+
+Clamps (each on the output of the previous; the most restrictive wins)
+
+``uncertainty``   (opt-in) above the slow-down threshold, scale the step from the measured
+                  state (velocity robots: the speed) by ``slow_factor``.
+``step``          position: |cmd - q| <= max_step. Velocity: |cmd - qdot| <= max_step.
+``velocity``      position: |cmd - q| <= velocity * dt. Velocity: |cmd| <= velocity.
+``effort``        a joint whose measured |effort| is at the stall fraction of its effort
+                  limit while (nearly) not moving is stalled against something: it may back
+                  off but not push further (position: not past q; velocity: zero speed).
+``workspace``     (arms with ``safety.workspace``) the end effector stays in a box: the
+                  command is shortened along the straight joint-space line from q so that
+                  every sampled point of that line keeps the forward kinematics inside
+                  the box (or, when already outside, keeps moving back in).
+``body_rate``     (floating-base robots with ``safety.body_rate``) roll/pitch rate above
+                  the limit: both legs stop; yaw rate above the limit: a speed difference
+                  that turns further the same way is removed.
+``position_box``  position: clip to [lower, upper]. Velocity: zero a speed that drives a
+                  joint further past a finite limit. Last, so no command leaves the box.
+
+Shapes: m = number of actuated joints (command length); arrays are float64 in command order
+(``RobotSpec.command_names``). Times are integer nanoseconds.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
 
+from dexmpc_ros.core.errors import ConfigError
 from dexmpc_ros.core.robot_spec import RobotSpec
+from dexmpc_ros.robots.kinematics import KINEMATICS
 
-RULES = ('finite', 'names', 'age', 'stale_state', 'position_box', 'step')
-REJECT_RULES = ('finite', 'names', 'age', 'stale_state')
+REJECT_RULES = ('finite', 'names', 'age', 'stale_state', 'rate', 'plan', 'uncertainty')
+CLAMP_RULES = ('uncertainty', 'step', 'velocity', 'effort', 'workspace', 'body_rate',
+               'position_box')
+RULES = tuple(dict.fromkeys(REJECT_RULES + CLAMP_RULES))
 
-#: Rule order per command interface. Rejections come first and all run, so every reason
-#: is reported. Of the two clamps the one applied last is the one that holds when they
-#: disagree (only possible when the measured state lies outside the limits):
-#: both end with ``position_box``, so no command ever leaves the limits of the robot YAML,
-#: even when the measured state sits slightly outside them (MuJoCo's soft limits, a servo
-#: pushed by contact): the joint is then sent to the box edge, a jump no larger than the
-#: step limit plus how far it already was outside. Velocity robots: ``step`` ends with
-#: the speed limit, and the box rule zeroes speeds that push further out.
+#: Clamp order per command interface. ``position_box`` comes last for both, so no command
+#: leaves the limits of the robot YAML even when the measured state sits slightly outside
+#: them (MuJoCo's soft limits, a servo pushed by contact).
 RULE_ORDER = {
-    'position': ('finite', 'names', 'age', 'stale_state', 'step', 'position_box'),
-    'velocity': ('finite', 'names', 'age', 'stale_state', 'step', 'position_box'),
+    'position': ('uncertainty', 'step', 'velocity', 'effort', 'workspace', 'position_box'),
+    'velocity': ('uncertainty', 'step', 'velocity', 'effort', 'body_rate', 'position_box'),
 }
+
+#: Points sampled on the joint-space line from the measured state to the command when
+#: checking the workspace box (endpoints included).
+WORKSPACE_SAMPLES = 17
 
 _MAX_JOINTS_IN_REASON = 4
 
@@ -63,28 +88,54 @@ class RuleResult(NamedTuple):
     reason: str = ''
 
 
-@dataclass(frozen=True)
-class Decision:
+@dataclass(frozen=True, eq=False)
+class Workspace:
     """
-    What the supervisor does with one command.
+    The end-effector box in command terms.
 
     Attributes:
-        action: ``pass`` (unchanged), ``clamp`` (modified to satisfy the limits) or
-            ``reject`` (not sent).
-        values: (m,) command in spec command order, or None when rejected.
-        fired: names of the rules that fired, in the order they ran.
-        reason: one human-readable line (empty when the command passed).
+        index: (k,) positions in the command of the joints the kinematics takes.
+        ee_position: (..., k) joint positions -> (..., 3) end-effector position [m].
+        lower: (3,) lower corner in the base frame [m]: the spec's box shrunk by its margin.
+        upper: (3,) upper corner [m], shrunk likewise.
+        brake_time: the box shrinks further by how far the end effector would travel in
+            this time at the measured joint speeds [s] (the arm's overshoot when it brakes).
     """
 
-    action: str
-    values: np.ndarray | None
-    fired: tuple[str, ...] = ()
-    reason: str = ''
+    index: np.ndarray
+    ee_position: Callable[[np.ndarray], np.ndarray]
+    lower: np.ndarray
+    upper: np.ndarray
+    brake_time: float = 0.0
 
-    @property
-    def accepted(self) -> bool:
-        """True when there is a command to send (passed or clamped)."""
-        return self.values is not None
+    def excess(self, joint_positions: np.ndarray, shrink: float = 0.0) -> np.ndarray:
+        """
+        How far (..., k) joint positions put the end effector outside the box [m], (...).
+
+        ``shrink`` [m] moves every face inward first (never past the box's centre).
+        """
+        shrink = min(shrink, 0.49 * float(np.min(self.upper - self.lower)))
+        ee = self.ee_position(joint_positions)
+        out = (np.maximum(self.lower + shrink - ee, 0.0)
+               + np.maximum(ee - self.upper + shrink, 0.0))
+        return out.sum(axis=-1)
+
+    def braking_distance(self, position: np.ndarray, velocity: np.ndarray) -> float:
+        """End-effector travel [m] in ``brake_time`` at the measured joint speeds (k,)."""
+        if self.brake_time <= 0.0 or not np.isfinite(velocity).all():
+            return 0.0
+        ee = self.ee_position(np.stack([position, position + velocity * self.brake_time]))
+        return float(np.linalg.norm(ee[1] - ee[0]))
+
+
+@dataclass(frozen=True)
+class BodyRates:
+    """Body-rate limits in command terms: thresholds [rad/s] and the left/right indices."""
+
+    roll_pitch: float
+    yaw: float
+    left: int
+    right: int
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,8 +150,10 @@ class CommandLimits:
         upper: (m,) highest position [rad or m].
         velocity: (m,) largest speed [rad/s or m/s].
         max_step: (m,) largest change per control step [rad, m or rad/s].
+        effort: (m,) largest effort [N m or N].
         period_s: control period dt [s].
-        step_bound: (m,) position robots' per-step bound min(max_step, velocity * dt).
+        workspace: end-effector box, or None.
+        body_rate: body angular-rate limits, or None.
         index: joint name -> position in the command.
     """
 
@@ -110,22 +163,45 @@ class CommandLimits:
     upper: np.ndarray
     velocity: np.ndarray
     max_step: np.ndarray
+    effort: np.ndarray
     period_s: float
-    step_bound: np.ndarray = field(init=False)
+    workspace: Workspace | None = None
+    body_rate: BodyRates | None = None
     index: dict[str, int] = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, 'step_bound',
-                           np.minimum(self.max_step, self.velocity * self.period_s))
         object.__setattr__(self, 'index', {n: i for i, n in enumerate(self.names)})
 
     @classmethod
     def from_spec(cls, spec: RobotSpec) -> CommandLimits:
-        """Command limits of the actuated joints of ``spec``."""
-        return cls(names=tuple(spec.command_names), interface=spec.command_interface,
+        """Command limits of the actuated joints of ``spec`` (+ its safety section)."""
+        names = tuple(spec.command_names)
+        index = {n: i for i, n in enumerate(names)}
+        workspace = None
+        if spec.workspace is not None:
+            box = spec.workspace
+            if box.kinematics not in KINEMATICS:
+                raise ConfigError(f'{spec.source or spec.name}: safety.workspace.kinematics: '
+                                  f'{box.kinematics!r} unknown; available: '
+                                  f'{", ".join(KINEMATICS)}')
+            kin = KINEMATICS[box.kinematics]
+            missing = [j for j in kin.joints if j not in index]
+            if missing:
+                raise ValueError(f'robot {spec.name}: workspace kinematics {box.kinematics} '
+                                 f'needs actuated joints {missing}')
+            workspace = Workspace(np.array([index[j] for j in kin.joints]), kin.ee_position,
+                                  np.array(box.lower) + box.margin,
+                                  np.array(box.upper) - box.margin, box.brake_time)
+        body_rate = None
+        if spec.body_rate is not None:
+            rate = spec.body_rate
+            body_rate = BodyRates(rate.roll_pitch, rate.yaw, index[rate.left],
+                                  index[rate.right])
+        return cls(names=names, interface=spec.command_interface,
                    lower=spec.limits_array('lower'), upper=spec.limits_array('upper'),
                    velocity=spec.limits_array('velocity'),
-                   max_step=spec.limits_array('max_step'), period_s=spec.period_s)
+                   max_step=spec.limits_array('max_step'), effort=spec.limits_array('effort'),
+                   period_s=spec.period_s, workspace=workspace, body_rate=body_rate)
 
 
 @dataclass(frozen=True, eq=False)
@@ -135,13 +211,36 @@ class MeasuredState:
 
     Attributes:
         position: (m,) measured positions [rad or m], command order.
-        velocity: (m,) measured velocities [rad/s or m/s], command order (NaN if unknown).
+        velocity: (m,) measured velocities [rad/s or m/s] (NaN if unknown).
         stamp_ns: stamp of the ``joint_states`` message [ns].
+        effort: (m,) measured efforts [N m or N] (NaN if unknown); None = all unknown.
     """
 
     position: np.ndarray
     velocity: np.ndarray
     stamp_ns: int
+    effort: np.ndarray | None = None
+
+
+class BodyRate(NamedTuple):
+    """Measured body angular velocity (roll, pitch, yaw rate) (3,) [rad/s], body frame."""
+
+    angular: np.ndarray
+    stamp_ns: int
+
+
+class StampedValue(NamedTuple):
+    """A controller's report for the observation at ``stamp_ns``: a plan verdict or a figure."""
+
+    stamp_ns: int
+    value: float | str
+
+
+class RateBucket(NamedTuple):
+    """Token bucket state of the ``rate`` rule: tokens left and when it was last filled."""
+
+    tokens: float
+    stamp_ns: int | None
 
 
 # Rejection rules -------------------------------------------------------------------------
@@ -185,50 +284,302 @@ def check_names(names: Sequence[str], values: np.ndarray, limits: CommandLimits
     return RuleResult(values[[where[n] for n in limits.names]], False)
 
 
+def _judged(fired_reason: str) -> RuleResult:
+    """A stamp/state rule's result: rejected with the reason, or an empty 'ok'."""
+    if fired_reason:
+        return RuleResult(None, True, fired_reason)
+    return RuleResult(np.empty(0), False)
+
+
 def check_age(stamp_ns: int, now_ns: int, budget_ns: int, future_tolerance_ns: int
               ) -> RuleResult:
-    """
-    Rule ``age``: now - stamp must lie in [-future_tolerance, budget] (both ends allowed).
-
-    Returns values None on rejection and an empty array otherwise: the rule judges
-    the stamp only.
-    """
+    """Rule ``age``: now - stamp must lie in [-future_tolerance, budget] (both ends allowed)."""
     age = now_ns - stamp_ns
     if age > budget_ns:
-        return RuleResult(None, True, f'age: command {age * 1e-9:.3f} s old > budget '
-                                      f'{budget_ns * 1e-9:.3f} s')
+        return _judged(f'age: command {age * 1e-9:.3f} s old > budget {budget_ns * 1e-9:.3f} s')
     if -age > future_tolerance_ns:
-        return RuleResult(None, True, f'age: command stamped {-age * 1e-9:.3f} s in the '
-                                      f'future > tolerance {future_tolerance_ns * 1e-9:.3f} s')
-    return RuleResult(np.empty(0), False)
+        return _judged(f'age: command stamped {-age * 1e-9:.3f} s in the future > tolerance '
+                       f'{future_tolerance_ns * 1e-9:.3f} s')
+    return _judged('')
 
 
 def check_stale_state(state: MeasuredState | None, now_ns: int, timeout_ns: int,
-                      future_tolerance_ns: int, interface: str) -> RuleResult:
+                      future_tolerance_ns: int, limits: CommandLimits,
+                      body: BodyRate | None = None) -> RuleResult:
     """
     Rule ``stale_state``: a valid measured state newer than the timeout must exist.
 
-    Valid means finite positions, and finite velocities for velocity robots (whose step
-    rule is relative to the measured velocity).
+    Valid means finite positions, finite velocities for velocity robots (whose step rule is
+    relative to the measured velocity), and for robots with body-rate limits a finite body
+    rate within the same timeout.
     """
     if state is None:
-        return RuleResult(None, True, 'stale_state: no joint_states received yet')
+        return _judged('stale_state: no joint_states received yet')
     age = now_ns - state.stamp_ns
     if age > timeout_ns:
-        return RuleResult(None, True, f'stale_state: joint_states {age * 1e-9:.3f} s old > '
-                                      f'timeout {timeout_ns * 1e-9:.3f} s')
+        return _judged(f'stale_state: joint_states {age * 1e-9:.3f} s old > timeout '
+                       f'{timeout_ns * 1e-9:.3f} s')
     if -age > future_tolerance_ns:
-        return RuleResult(None, True, f'stale_state: joint_states stamped {-age * 1e-9:.3f} s '
-                                      'in the future')
+        return _judged(f'stale_state: joint_states stamped {-age * 1e-9:.3f} s in the future')
     if not np.isfinite(state.position).all():
-        return RuleResult(None, True, 'stale_state: joint_states position not finite')
-    if interface == 'velocity' and not np.isfinite(state.velocity).all():
-        return RuleResult(None, True, 'stale_state: joint_states velocity missing or not '
-                                      'finite')
-    return RuleResult(np.empty(0), False)
+        return _judged('stale_state: joint_states position not finite')
+    if limits.interface == 'velocity' and not np.isfinite(state.velocity).all():
+        return _judged('stale_state: joint_states velocity missing or not finite')
+    if limits.body_rate is not None:
+        if body is None:
+            return _judged('stale_state: no body rate (odom or imu) received yet')
+        body_age = now_ns - body.stamp_ns
+        if body_age > timeout_ns:
+            return _judged(f'stale_state: body rate {body_age * 1e-9:.3f} s old')
+        if -body_age > future_tolerance_ns:
+            return _judged(f'stale_state: body rate stamped {-body_age * 1e-9:.3f} s in the '
+                           'future')
+        if not np.isfinite(body.angular).all():
+            return _judged('stale_state: body rate not finite')
+    return _judged('')
+
+
+def check_rate(bucket: RateBucket, now_ns: int, rate_hz: float, burst: float
+               ) -> tuple[RuleResult, RateBucket]:
+    """
+    Rule ``rate``: a token bucket of ``burst`` tokens refilled at ``rate_hz``.
+
+    Every command takes one token; with none left it is rejected. Returns the result and
+    the new bucket state (the caller keeps it).
+    """
+    if not np.isfinite(rate_hz):
+        return _judged(''), bucket  # rate limiting off
+    if bucket.stamp_ns is None:
+        tokens = burst
+    else:
+        elapsed_s = max(now_ns - bucket.stamp_ns, 0) * 1e-9
+        tokens = min(burst, bucket.tokens + elapsed_s * rate_hz)
+    if tokens < 1.0:
+        return (_judged(f'rate: more than {rate_hz:g} commands/s (burst {burst:g})'),
+                RateBucket(tokens, now_ns))
+    return _judged(''), RateBucket(tokens - 1.0, now_ns)
+
+
+def _report_for(report: StampedValue | None, stamp_ns: int, max_lag_ns: int,
+                what: str, rule: str) -> str:
+    """Why ``report`` cannot vouch for the command stamped ``stamp_ns`` ('' if it can)."""
+    if report is None:
+        return f'{rule}: no {what} received'
+    lag = stamp_ns - report.stamp_ns
+    if lag > max_lag_ns:
+        return f'{rule}: newest {what} is {lag * 1e-9:.3f} s older than the command'
+    return ''
+
+
+def check_plan(verdict: StampedValue | None, stamp_ns: int, max_lag_ns: int) -> RuleResult:
+    """
+    Rule ``plan``: the newest plan (verdict of :func:`plan_violation`) must be recent and clean.
+
+    Args:
+        verdict: (plan stamp, '' or the violation) of the newest plan, or None.
+        stamp_ns: the command's stamp [ns].
+        max_lag_ns: how much older than the command the plan may be [ns].
+    """
+    missing = _report_for(verdict, stamp_ns, max_lag_ns, 'plan', 'plan')
+    if missing:
+        return _judged(missing)
+    return _judged(f'plan: {verdict.value}' if verdict.value else '')
+
+
+def check_uncertainty(report: StampedValue | None, stamp_ns: int, max_lag_ns: int,
+                      hold_threshold: float) -> RuleResult:
+    """Rule ``uncertainty`` (reject): a recent report below ``hold_threshold`` must exist."""
+    missing = _report_for(report, stamp_ns, max_lag_ns, 'uncertainty', 'uncertainty')
+    if missing:
+        return _judged(missing)
+    value = float(report.value)
+    if np.isfinite(hold_threshold) and not value < hold_threshold:  # NaN holds too
+        return _judged(f'uncertainty: {value:.4g} >= hold threshold {hold_threshold:.4g}')
+    return _judged('')
+
+
+def plan_violation(names: Sequence[str], positions: np.ndarray, spec_names: Sequence[str],
+                   lower: np.ndarray, upper: np.ndarray, tolerance: float,
+                   workspace: Workspace | None = None,
+                   command_names: Sequence[str] = ()) -> str:
+    """
+    Check a predicted joint trajectory against the position limits (and workspace box).
+
+    Args:
+        names: joint names of the plan's columns.
+        positions: (T, len(names)) predicted positions [rad or m].
+        spec_names: every joint of the robot, ``joint_states`` order (n,).
+        lower: (n,) lower position limits, same order.
+        upper: (n,) upper position limits.
+        tolerance: allowed excursion past a limit [rad or m].
+        workspace: the end-effector box, checked when the plan holds all its joints.
+        command_names: actuated joint names (the order ``workspace.index`` refers to).
+
+    Returns:
+        '' when the plan stays inside, else one line naming the first offending step/joint.
+    """
+    positions = np.asarray(positions, dtype=np.float64)
+    if positions.ndim != 2 or positions.shape[1] != len(names):
+        return f'plan has shape {positions.shape} for {len(names)} joint names'
+    if positions.shape[0] == 0:
+        return 'plan has no points'
+    where = {n: i for i, n in enumerate(spec_names)}
+    unknown = [n for n in names if n not in where]
+    if unknown:
+        return f'plan names unknown joints {unknown[:_MAX_JOINTS_IN_REASON]}'
+    if not np.isfinite(positions).all():
+        return 'plan holds non-finite positions'
+    cols = np.array([where[n] for n in names], dtype=np.int64)
+    low, high = lower[cols] - tolerance, upper[cols] + tolerance
+    bad = (positions < low) | (positions > high)
+    if bad.any():
+        step, col = np.argwhere(bad)[0]
+        return (f'step {step}: {names[col]}={positions[step, col]:.4g} outside '
+                f'[{lower[cols][col]:.4g}, {upper[cols][col]:.4g}]')
+    if workspace is not None:
+        column = {n: i for i, n in enumerate(names)}
+        needed = [command_names[i] for i in workspace.index]
+        if all(n in column for n in needed):
+            excess = workspace.excess(positions[:, [column[n] for n in needed]])
+            if (excess > tolerance).any():
+                step = int(np.argmax(excess > tolerance))
+                return f'step {step}: end effector {excess[step]:.3f} m outside the workspace'
+    return ''
 
 
 # Clamping rules --------------------------------------------------------------------------
+def scale_for_uncertainty(values: np.ndarray, limits: CommandLimits, state: MeasuredState,
+                          report: StampedValue | None, slow_threshold: float,
+                          slow_factor: float) -> RuleResult:
+    """Rule ``uncertainty`` (clamp): at or above ``slow_threshold``, shrink the step/speed."""
+    if report is None or not np.isfinite(slow_threshold) or float(report.value) < slow_threshold:
+        return RuleResult(values, False)
+    if limits.interface == 'position':
+        out = state.position + slow_factor * (values - state.position)
+    else:
+        out = slow_factor * values
+    result = _clamp_result('uncertainty', values, out, limits.names)
+    if not result.fired:
+        return result
+    return RuleResult(result.values, True, f'uncertainty: {float(report.value):.4g} >= '
+                                           f'{slow_threshold:.4g}, x{slow_factor:g}; '
+                                           + result.reason.split(': ', 1)[1])
+
+
+def clamp_step(values: np.ndarray, limits: CommandLimits, state: MeasuredState
+               ) -> RuleResult:
+    """Rule ``step``: position |cmd - q| <= max_step; velocity |cmd - qdot| <= max_step."""
+    centre = state.position if limits.interface == 'position' else state.velocity
+    out = np.clip(values, centre - limits.max_step, centre + limits.max_step)
+    return _clamp_result('step', values, out, limits.names)
+
+
+def clamp_velocity(values: np.ndarray, limits: CommandLimits, state: MeasuredState
+                   ) -> RuleResult:
+    """Rule ``velocity``: position |cmd - q| <= velocity * dt; velocity |cmd| <= velocity."""
+    if limits.interface == 'position':
+        bound = limits.velocity * limits.period_s
+        out = np.clip(values, state.position - bound, state.position + bound)
+    else:
+        out = np.clip(values, -limits.velocity, limits.velocity)
+    return _clamp_result('velocity', values, out, limits.names)
+
+
+def clamp_effort(values: np.ndarray, limits: CommandLimits, state: MeasuredState,
+                 stall_fraction: float, stall_velocity: float) -> RuleResult:
+    """
+    Rule ``effort``: a stalled joint may back off but not push further.
+
+    Stalled: measured |effort| >= ``stall_fraction`` x its effort limit and measured
+    |velocity| <= ``stall_velocity`` (unknown velocity counts as not moving). Pushing means
+    commanding further in the direction of the measured effort: position robots get the
+    command limited to the measured position on that side, velocity robots zero speed.
+    Joints without a measured effort are not judged.
+    """
+    if state.effort is None:
+        return RuleResult(values, False)
+    tau = state.effort
+    slow = ~(np.abs(state.velocity) > stall_velocity)
+    with np.errstate(invalid='ignore'):
+        stalled = np.isfinite(tau) & (np.abs(tau) >= stall_fraction * limits.effort) & slow
+    if not stalled.any():
+        return RuleResult(values, False)
+    if limits.interface == 'position':
+        pushing = np.sign(values - state.position) * np.sign(tau) > 0
+        out = np.where(stalled & pushing, state.position, values)
+    else:
+        pushing = np.sign(values) * np.sign(tau) > 0
+        out = np.where(stalled & pushing, 0.0, values)
+    return _clamp_result('effort', values, out, limits.names)
+
+
+def clamp_workspace(values: np.ndarray, limits: CommandLimits, state: MeasuredState
+                    ) -> RuleResult:
+    """
+    Rule ``workspace``: keep the end effector in the box along the way to the command.
+
+    Clips the arm joints' target into the joint box, samples :data:`WORKSPACE_SAMPLES`
+    points on the joint-space line q -> target and keeps the longest prefix where each point
+    is inside the box or closer to it than the point before; the command becomes the last
+    point of that prefix. From inside the box that stops at the face; from outside it allows
+    only moves back toward the box. The box is the spec's, shrunk by its margin and by the
+    braking distance at the measured speed, so a fast arm stops short of the face it heads
+    for. Between samples (at most 1/16 of one step apart) the end effector may dip out by a
+    fraction of a millimetre.
+    """
+    box = limits.workspace
+    if box is None:
+        return RuleResult(values, False)
+    # The search runs on the target clipped into the joint box: position_box comes after
+    # this rule, and clipping a point it chose could move the end effector out again.
+    q = state.position[box.index]
+    cmd = np.clip(values[box.index], limits.lower[box.index], limits.upper[box.index])
+    t = np.linspace(0.0, 1.0, WORKSPACE_SAMPLES)
+    shrink = box.braking_distance(q, state.velocity[box.index])
+    excess = box.excess(q + t[:, None] * (cmd - q), shrink)
+    ok = (excess[1:] == 0.0) | (excess[1:] < excess[:-1])
+    bad = np.flatnonzero(~ok)
+    if bad.size == 0:
+        return RuleResult(values, False)
+    t_ok = t[bad[0]]
+    out = values.copy()
+    out[box.index] = q + t_ok * (cmd - q)
+    result = _clamp_result('workspace', values, out, limits.names)
+    if not result.fired:
+        return RuleResult(values, False)
+    return RuleResult(out, True, f'workspace: end effector would leave the box by '
+                                 f'{excess[bad[0] + 1]:.3f} m; {t_ok:.0%} of the step kept '
+                                 f'({result.reason.split(": ", 1)[1]})')
+
+
+def clamp_body_rate(values: np.ndarray, limits: CommandLimits, body: BodyRate | None
+                    ) -> RuleResult:
+    """
+    Rule ``body_rate``: react to measured body rates (velocity robots with body-rate limits).
+
+    |roll rate| or |pitch rate| above ``roll_pitch``: the body is tumbling, all joints stop.
+    |yaw rate| above ``yaw``: if right - left speed turns the same way (right faster turns
+    counter-clockwise, positive yaw), both sides get their mean speed.
+    """
+    rates = limits.body_rate
+    if rates is None or body is None:
+        return RuleResult(values, False)
+    roll, pitch, yaw = (float(v) for v in body.angular)
+    if max(abs(roll), abs(pitch)) > rates.roll_pitch:
+        out = np.zeros_like(values)
+        fired = bool((out != values).any())
+        return RuleResult(out, fired, f'body_rate: roll/pitch rate {roll:.2f}/{pitch:.2f} '
+                                      f'rad/s > {rates.roll_pitch:g}, legs stopped'
+                          if fired else '')
+    diff = values[rates.right] - values[rates.left]
+    if abs(yaw) > rates.yaw and diff * yaw > 0.0:
+        out = values.copy()
+        out[[rates.left, rates.right]] = 0.5 * (values[rates.left] + values[rates.right])
+        return RuleResult(out, True, f'body_rate: yaw rate {yaw:.2f} rad/s > {rates.yaw:g}, '
+                                     f'turn not tightened (difference {diff:.3g} -> 0)')
+    return RuleResult(values, False)
+
+
 def clamp_position_box(values: np.ndarray, limits: CommandLimits, state: MeasuredState
                        ) -> RuleResult:
     """
@@ -246,24 +597,6 @@ def clamp_position_box(values: np.ndarray, limits: CommandLimits, state: Measure
     return _clamp_result('position_box', values, out, limits.names)
 
 
-def clamp_step(values: np.ndarray, limits: CommandLimits, state: MeasuredState
-               ) -> RuleResult:
-    """
-    Rule ``step``: bound the change per control step relative to the measured state.
-
-    Position robots: |cmd - q| <= min(max_step, velocity * dt). Velocity robots:
-    |cmd - qdot| <= max_step, then |cmd| <= velocity (the speed limit wins).
-    """
-    if limits.interface == 'position':
-        out = np.clip(values, state.position - limits.step_bound,
-                      state.position + limits.step_bound)
-    else:
-        out = np.clip(values, state.velocity - limits.max_step,
-                      state.velocity + limits.max_step)
-        out = np.clip(out, -limits.velocity, limits.velocity)
-    return _clamp_result('step', values, out, limits.names)
-
-
 def _clamp_result(rule: str, before: np.ndarray, after: np.ndarray,
                   names: tuple[str, ...]) -> RuleResult:
     changed = np.flatnonzero(after != before)
@@ -274,55 +607,3 @@ def _clamp_result(rule: str, before: np.ndarray, after: np.ndarray,
     more = f' (+{changed.size - _MAX_JOINTS_IN_REASON} more)' \
         if changed.size > _MAX_JOINTS_IN_REASON else ''
     return RuleResult(after, True, f'{rule}: {shown}{more}')
-
-
-# The filter ------------------------------------------------------------------------------
-def filter_command(limits: CommandLimits, names: Sequence[str], values: np.ndarray,
-                   stamp_ns: int, now_ns: int, state: MeasuredState | None, *,
-                   age_budget_ns: int, future_tolerance_ns: int, state_timeout_ns: int
-                   ) -> Decision:
-    """
-    Run every rule on one command, in the order of ``RULE_ORDER[limits.interface]``.
-
-    The rejection rules (``finite``, ``names``, ``age``, ``stale_state``) all run, so a
-    rejected command reports every reason; the clamps run only on a command none of them
-    rejected, each on the output of the previous one, so the most restrictive wins.
-
-    Args:
-        limits: the robot's command limits.
-        names: joint names as the command gives them.
-        values: command values (any length; checked here), positions or velocities.
-        stamp_ns: command stamp = stamp of the observation it was computed from [ns].
-        now_ns: current time on the supervisor's clock [ns].
-        state: newest measured state, or None if none arrived yet.
-        age_budget_ns: largest allowed command age [ns].
-        future_tolerance_ns: largest allowed stamp ahead of ``now_ns`` [ns].
-        state_timeout_ns: largest allowed age of the measured state [ns].
-
-    Returns:
-        The decision; its ``values`` (m,) float64 in command order when accepted.
-    """
-    values = np.array(values, dtype=np.float64).reshape(-1)  # a copy: never alias input
-    by_name = check_names(names, values, limits)
-    verdicts = (
-        ('finite', check_finite(values)),
-        ('names', by_name),
-        ('age', check_age(stamp_ns, now_ns, age_budget_ns, future_tolerance_ns)),
-        ('stale_state', check_stale_state(state, now_ns, state_timeout_ns,
-                                          future_tolerance_ns, limits.interface)),
-    )
-    fired = [rule for rule, result in verdicts if result.fired]
-    reasons = [result.reason for _, result in verdicts if result.fired]
-    if any(result.values is None for _, result in verdicts):
-        return Decision('reject', None, tuple(fired), '; '.join(reasons))
-    command = by_name.values
-    for rule in RULE_ORDER[limits.interface][len(REJECT_RULES):]:
-        result = _CLAMPS[rule](command, limits, state)
-        if result.fired:
-            fired.append(rule)
-            reasons.append(result.reason)
-        command = result.values
-    return Decision('clamp' if fired else 'pass', command, tuple(fired), '; '.join(reasons))
-
-
-_CLAMPS = {'position_box': clamp_position_box, 'step': clamp_step}

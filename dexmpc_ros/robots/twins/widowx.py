@@ -9,9 +9,9 @@ the robot base frame [m].
 Commands (7,) are position targets in command order: six arm joints [rad] and
 ``left_finger`` [m]; the right finger follows through an equality constraint
 (right = -left), as the real gripper's linkage makes it. Like the servos' velocity limit
-(Velocity_Limit = pi rad/s), the setpoint slews toward the commanded target by at most
-``velocity x period`` per control step; commands the supervisor passed (``max_step`` below
-that) go through unchanged.
+(Velocity_Limit = pi rad/s, Profile_Velocity), the setpoint ramps toward the commanded target
+by at most ``velocity x timestep`` per physics step, so a target the supervisor passed
+(``max_step`` below ``velocity x period``) is reached within the control period.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ class WidowXTwin(MujocoTwin):
         self._target_mocap = int(model.body_mocapid[target_body])
         self._cube_half = float(model.geom_size[
             self._require_id(mujoco.mjtObj.mjOBJ_GEOM, 'cube')][2])
-        self._slew = spec.limits_array('velocity') * spec.period_s
+        self._ramp = spec.limits_array('velocity') * model.opt.timestep  # per physics step
         self._goal = spec.default_command.copy()
         self._target = np.zeros(3)
         self.reset()        # first episode from self._rng, so reset(None) never repeats it
@@ -170,11 +170,18 @@ class WidowXTwin(MujocoTwin):
         self._goal = np.clip(values, self._ctrl_low, self._ctrl_high)
 
     def step(self) -> None:
-        """Move the servo setpoints toward the goal (velocity-limited), then simulate."""
-        ctrl = self.data.ctrl[self._actuator_ids]
-        self.data.ctrl[self._actuator_ids] = ctrl + np.clip(self._goal - ctrl, -self._slew,
-                                                            self._slew)
-        super().step()
+        """
+        Simulate one control period, the setpoints ramping toward the goal at the velocity limit.
+
+        Like the servos' profile velocity, each physics step moves a setpoint by at most
+        ``velocity x timestep``, so the joints follow a ramp, not a jump (which a stiff
+        position servo would chase faster than its velocity limit).
+        """
+        ids = self._actuator_ids
+        for _ in range(self.n_substeps):
+            ctrl = self.data.ctrl[ids]
+            self.data.ctrl[ids] = ctrl + np.clip(self._goal - ctrl, -self._ramp, self._ramp)
+            mujoco.mj_step(self.model, self.data)
 
     def task_state(self) -> tuple[list[str], np.ndarray]:
         """EE, target and cube positions in the base frame [m] (see TASK_STATE_NAMES)."""

@@ -1,0 +1,238 @@
+"""
+Fault trials on a running experiment: e-stop, frozen twin, killed controller.
+
+Each trial pokes the graph through a :class:`GraphProbe` (which records ``command`` and
+``joint_states`` with wall-clock receive times) and returns its measured figures; the tests
+assert on them, ``bench/safety.py`` repeats and tabulates them. Times are wall clock
+(``time.time_ns()``), the clock the nodes stamp with.
+
+Definitions:
+
+- *hold*: the first ``command`` stamped at or after the event (controller commands carry
+  older observation stamps; the supervisor stamps holds with its own now).
+- *stopped*: every actuated joint below :data:`STOP_FRACTION` of its velocity limit in all
+  later ``joint_states`` (up to the twin's next episode, which teleports the robot: record
+  ``episode`` with the probe) (what remains is the servo settling onto its hold point);
+  *settled*: the same below :data:`SETTLE_FRACTION`.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from dexmpc_ros.core.robot_spec import RobotSpec
+from dexmpc_ros.robots.kinematics import KINEMATICS
+from dexmpc_ros.ros import convert
+from dexmpc_ros.ros.probe import GraphProbe
+from dexmpc_ros.runtime.runner import ExperimentRunner
+from dexmpc_ros.safety.audit import settle_time
+
+STOP_FRACTION = 0.05
+SETTLE_FRACTION = 0.01
+#: After a frozen twin thaws, motion is judged from this long on [ns] (it resumes moving
+#: with its old momentum for a step or two, until the hold reaches it).
+SETTLE_AFTER_THAW_NS = 300_000_000
+
+
+def ensure_armed(probe: GraphProbe, timeout_s: float = 60.0) -> None:
+    """
+    Wait for the auto-armed supervisor; reset it once if start-up hiccups e-stopped it.
+
+    On a loaded 2-core machine, nodes importing at start-up can starve the twin past the
+    heartbeat timeout; a trial then starts from a reset, as an operator would.
+    """
+    probe.spin_until(lambda: probe.safety_state.startswith(('ARMED', 'ESTOPPED')), timeout_s,
+                     f'safety/state ARMED (now {probe.safety_state!r})')
+    if probe.safety_state.startswith('ESTOPPED'):
+        probe.spin_for(0.5)
+        response = probe.call('reset')
+        if not response.success:
+            raise AssertionError(f'start-up e-stop could not be reset: {response.message}')
+    probe.wait_for_state('ARMED', 5.0)
+
+
+def joint_arrays(msgs: Sequence, spec: RobotSpec
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """[(t, JointState)] -> (stamps ns (T,), positions (T, n), velocities (T, n))."""
+    stamps = np.array([convert.time_to_ns(m.header.stamp) for _, m in msgs], dtype=np.int64)
+    rows = [convert.joint_state_to_arrays(m, spec.joint_names) for _, m in msgs]
+    n = len(spec.joints)
+    positions = np.array([r[0] for r in rows]).reshape(-1, n)
+    return stamps, positions, np.array([r[1] for r in rows]).reshape(-1, n)
+
+
+def command_values(msg, spec: RobotSpec) -> np.ndarray:
+    """Values of a ``command`` message (positions or velocities per the spec)."""
+    point = msg.points[0]
+    return np.asarray(point.positions if spec.command_interface == 'position'
+                      else point.velocities, dtype=np.float64)
+
+
+def first_hold(probe: GraphProbe, since_ns: int) -> tuple[int, object] | None:
+    """(receive time, msg) of the first ``command`` stamped at or after ``since_ns``."""
+    return next(((t, m) for t, m in probe.received['command']
+                 if convert.time_to_ns(m.header.stamp) >= since_ns), None)
+
+
+def next_episode_ns(probe: GraphProbe, since_ns: int, spec: RobotSpec) -> int | None:
+    """
+    Receive time [ns] from which ``joint_states`` may belong to the twin's next episode.
+
+    A new episode teleports the robot to its start pose, which is no motion the supervisor
+    commanded. ``episode`` and ``joint_states`` are separate topics, so the cut is two
+    control periods before the ``episode`` message arrived.
+    """
+    resets = [t for t, _ in probe.received.get('episode', []) if t > since_ns]
+    if not resets:
+        return None
+    return min(resets) - int(2 * spec.period_s * 1e9)
+
+
+def main_joints(spec: RobotSpec) -> list[int]:
+    """Command indices of the joints that carry the motion: an arm's kinematic chain, else all."""
+    if spec.workspace is None:
+        return list(range(len(spec.command_names)))
+    chain = KINEMATICS[spec.workspace.kinematics].joints
+    return [i for i, j in enumerate(spec.command_names) if j in chain]
+
+
+def moving_speed(probe: GraphProbe, spec: RobotSpec, last: int = 10) -> float:
+    """Largest |speed| / limit of the main joints over the newest ``last`` joint_states."""
+    probe.spin_until(lambda: len(probe.received['joint_states']) >= last, 10.0,
+                     f'{last} joint_states')
+    _, _, vel = joint_arrays(probe.received['joint_states'][-last:], spec)
+    main = main_joints(spec)
+    act = spec.actuated_index[main]
+    return float(np.max(np.abs(vel[:, act]) / spec.limits_array('velocity')[main]))
+
+
+def stop_figures(probe: GraphProbe, spec: RobotSpec, since_ns: int) -> dict[str, float]:
+    """
+    Stop/settle times [ms] after ``since_ns`` and the position drift once stopped.
+
+    ``stop_ms``/``settle_ms`` cover every actuated joint; for an arm (a spec with a
+    workspace) ``arm_stop_ms`` covers the kinematic chain alone, without the gripper, whose
+    weak, slow servo takes a few periods more to come back to its hold point.
+    """
+    until = next_episode_ns(probe, since_ns, spec)
+    after = [(t, m) for t, m in probe.received['joint_states']
+             if convert.time_to_ns(m.header.stamp) > since_ns and (until is None or t < until)]
+    stamps, pos, vel = joint_arrays(after, spec)
+    act = spec.actuated_index
+    scaled = np.abs(vel[:, act]) / spec.limits_array('velocity')
+
+    def ms(seconds: float | None) -> float:
+        return float('nan') if seconds is None else seconds * 1e3
+
+    stop = settle_time(stamps, scaled, since_ns, STOP_FRACTION)
+    figures = {'stop_ms': ms(stop),
+               'settle_ms': ms(settle_time(stamps, scaled, since_ns, SETTLE_FRACTION)),
+               'drift_after_stop': float('nan')}
+    if spec.workspace is not None:
+        figures['arm_stop_ms'] = ms(settle_time(stamps, scaled[:, main_joints(spec)],
+                                                since_ns, STOP_FRACTION))
+    if stop is not None and spec.command_interface == 'position':
+        stopped = stamps >= since_ns + int(stop * 1e9)
+        figures['drift_after_stop'] = (float(np.ptp(pos[stopped][:, act], axis=0).max())
+                                       if stopped.sum() > 1 else 0.0)
+    return figures
+
+
+def estop_trial(probe: GraphProbe, spec: RobotSpec, watch_s: float = 1.5
+                ) -> dict[str, float]:
+    """
+    E-stop the moving robot, measure, release and reset.
+
+    Returns:
+        hold_ms (e-stop publish -> hold received), stop_ms, settle_ms, drift_after_stop
+        [rad or m], latched (1.0 if still ESTOPPED after the release), reset_ok.
+    """
+    moving = moving_speed(probe, spec)
+    t_estop = probe.estop(True)
+    probe.wait_for_state('ESTOPPED', 3.0)
+    probe.spin_for(watch_s)
+    hold = first_hold(probe, t_estop)
+    figures = {'moving': moving,
+               'hold_ms': float('nan') if hold is None else (hold[0] - t_estop) * 1e-6,
+               **stop_figures(probe, spec, t_estop)}
+    probe.estop(False)
+    probe.spin_for(0.3)
+    figures['latched'] = float(probe.safety_state.startswith('ESTOPPED'))
+    figures['reset_ok'] = float(probe.call('reset').success)
+    probe.wait_for_state('ARMED', 3.0)
+    return figures
+
+
+def freeze_trial(probe: GraphProbe, runner: ExperimentRunner, spec: RobotSpec,
+                 frozen_s: float = 0.6, watch_s: float = 1.5) -> dict[str, float]:
+    """
+    SIGSTOP the twin (or driver), thaw it, measure; the supervisor is left ESTOPPED.
+
+    Returns:
+        estop_ms (freeze -> ``safety/state`` ESTOPPED received), state_lost (1.0 if the
+        reason names it), still_estopped after the thaw, travel_on_thaw (largest joint
+        travel from the last pre-freeze state), drift_after_thaw (largest joint travel
+        from 0.3 s after the thaw on; position robots).
+    """
+    robot = next(name for name, desc in zip(runner.processes, runner.descriptions)
+                 if desc.kind in ('twin', 'driver'))
+    proc = runner.processes[robot]
+    joints = probe.received['joint_states']
+    before = len(joints)
+    t_freeze = time.time_ns()
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        t_lost = probe.wait_for_state('ESTOPPED', 3.0)
+        probe.spin_for(max(frozen_s - (time.time_ns() - t_freeze) * 1e-9, 0.0))
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    t_thaw = time.time_ns()
+    probe.spin_for(watch_s)
+    act = spec.actuated_index
+    frozen = joint_arrays(joints[before - 1:before], spec)[1][0, act]
+    until = next_episode_ns(probe, t_freeze, spec)
+    later = [(t, m) for t, m in joints[before:] if t > t_thaw and (until is None or t < until)]
+    _, pos, _ = joint_arrays(later, spec)
+    settled = [(t, m) for t, m in later if t > t_thaw + SETTLE_AFTER_THAW_NS]
+    _, pos_settled, _ = joint_arrays(settled, spec)
+    position_robot = spec.command_interface == 'position'
+    nan = float('nan')
+    return {'estop_ms': (t_lost - t_freeze) * 1e-6,
+            'state_lost': float('state_lost' in probe.safety_state),
+            'still_estopped': float(probe.safety_state.startswith('ESTOPPED')),
+            'samples_after_thaw': float(len(pos_settled)),
+            # the twin resumes with the momentum it froze with; the hold is re-captured where
+            # the state comes back, so what matters is that nothing moves after that
+            'travel_on_thaw': (float(np.abs(pos[:, act] - frozen).max())
+                               if position_robot and len(pos) else nan),
+            'drift_after_thaw': (float(np.ptp(pos_settled[:, act], axis=0).max())
+                                 if position_robot and len(pos_settled) > 1 else nan)}
+
+
+def kill_trial(probe: GraphProbe, runner: ExperimentRunner, spec: RobotSpec,
+               controller: str = 'controller', watch_s: float = 1.5) -> dict[str, float]:
+    """
+    SIGKILL the controller mid-motion and measure the watchdog.
+
+    Returns:
+        hold_ms (kill -> first hold received), stop_ms, settle_ms, drift_after_stop, holds
+        (number of hold commands after it; all equal: constant = 1.0), armed (1.0 if the
+        supervisor stayed ARMED: a dead controller is not an e-stop).
+    """
+    moving = moving_speed(probe, spec)
+    t_kill = time.time_ns()
+    runner.processes[controller].send_signal(signal.SIGKILL)
+    probe.spin_for(watch_s)
+    hold = first_hold(probe, t_kill)
+    held = [command_values(m, spec) for t, m in probe.received['command']
+            if hold is not None and t >= hold[0]]
+    return {'moving': moving,
+            'hold_ms': float('nan') if hold is None else (hold[0] - t_kill) * 1e-6,
+            **stop_figures(probe, spec, t_kill),
+            'holds': float(len(held)),
+            'constant': float(bool(held) and all(np.array_equal(h, held[0]) for h in held)),
+            'armed': float(probe.safety_state.startswith('ARMED'))}
