@@ -204,7 +204,8 @@ def diag(status: DiagnosticStatus) -> dict[str, str]:
 @pytest.fixture
 def arm_graph(tmp_path, ros_domain):
     # the tests send bursts faster than the default rate limit (3 x 20 Hz, burst 3)
-    proc, log = start_safety(tmp_path, ARM_YAML, ros_domain, 'auto_arm:=true',
+    proc, log = start_safety(tmp_path, ARM_YAML, ros_domain,
+                             'auto_arm:=true', 'auto_arm_after_s:=0.0',
                              'max_command_rate_hz:=1000.0')
     probe = Probe(ros_domain, ['shoulder', 'finger_right', 'elbow'],
                   ['shoulder', 'elbow'], 'position')
@@ -352,7 +353,8 @@ def test_velocity_robot_arm_clamp_and_state_lost_estop(tmp_path, ros_domain):
 
 def test_plan_leaving_the_limits_blocks_its_command_and_holds(tmp_path, ros_domain):
     # a long watchdog, so a hold within it can only be the one the plan forced
-    proc, log = start_safety(tmp_path, ARM_YAML, ros_domain, 'auto_arm:=true',
+    proc, log = start_safety(tmp_path, ARM_YAML, ros_domain,
+                             'auto_arm:=true', 'auto_arm_after_s:=0.0',
                              'check_plan:=true', 'watchdog_timeout_s:=1.0')
     probe = Probe(ros_domain, ['shoulder', 'finger_right', 'elbow'],
                   ['shoulder', 'elbow'], 'position')

@@ -219,7 +219,7 @@ def test_arm_refused_when_estopped_or_state_bad():
 
 
 def test_auto_arm_arms_on_first_valid_state_and_never_after_an_estop():
-    rig = Rig(auto_arm=True)
+    rig = Rig(auto_arm=True, auto_arm_after_s=0.0)
     assert rig.sup.state is SafetyState.DISARMED
     assert rig.tick() is None  # no state: nothing to hold yet
     rig.measure(HOME)
@@ -235,7 +235,7 @@ def test_auto_arm_arms_on_first_valid_state_and_never_after_an_estop():
 
 
 def test_auto_arm_does_not_undo_an_estop_before_the_first_state():
-    rig = Rig(auto_arm=True)
+    rig = Rig(auto_arm=True, auto_arm_after_s=0.0)
     rig.sup.on_estop(True, rig.now)
     rig.sup.on_estop(False, rig.now)
     rig.measure(HOME)
@@ -243,7 +243,7 @@ def test_auto_arm_does_not_undo_an_estop_before_the_first_state():
 
 
 def test_auto_arm_refused_outside_limits_then_arms_once_inside():
-    rig = Rig(auto_arm=True)
+    rig = Rig(auto_arm=True, auto_arm_after_s=0.0)
     rig.measure([0.0, 0.02, 2.5])
     assert rig.sup.state is SafetyState.DISARMED
     assert rig.sup.last_reason == 'auto-arm refused: outside limits: elbow=2.5 not in [-2, 2]'
@@ -254,13 +254,29 @@ def test_auto_arm_refused_outside_limits_then_arms_once_inside():
 
 
 def test_auto_arm_refused_for_a_stale_state():
-    rig = Rig(auto_arm=True)
+    rig = Rig(auto_arm=True, auto_arm_after_s=0.0)
     stamp = rig.now
     rig.advance(251)
     rig.sup.on_state(np.array(HOME), np.zeros(3), stamp, now_ns=rig.now)
     assert rig.sup.state is SafetyState.DISARMED
     assert rig.sup.last_reason == 'auto-arm refused: joint_states 0.251 s old'
     rig.measure(HOME)
+    assert rig.sup.state is SafetyState.ARMED
+
+
+def test_auto_arm_waits_for_a_steady_state_stream():
+    rig = Rig(auto_arm=True)  # 1 s of joint_states without a gap past the state timeout
+    for _ in range(10):  # 0.9 s at 10 Hz
+        rig.measure(HOME)
+        assert rig.sup.state is SafetyState.DISARMED
+        rig.advance(100)
+    assert 'steady for 0.90 s of 1 s' in rig.sup.last_reason
+    rig.advance(200)  # a 0.3 s gap (> 0.25 s state timeout): the count starts again
+    for _ in range(10):  # 0.0 .. 0.9 s of the new stream
+        rig.measure(HOME)
+        assert rig.sup.state is SafetyState.DISARMED
+        rig.advance(100)
+    rig.measure(HOME)  # 1.0 s since the stream restarted
     assert rig.sup.state is SafetyState.ARMED
 
 
@@ -714,3 +730,19 @@ def test_hold_of_a_joint_measured_past_its_limit_stays_at_the_limit():
     rig = armed_rig()
     rig.measure([1.003, 0.02, -2.001])  # soft limits: a hair past both
     np.testing.assert_array_equal(rig.tick(), [1.0, -2.0])
+
+
+def test_hold_leads_a_moving_joint_by_hold_lead_s_within_max_step():
+    rig = armed_rig()  # hold_lead_s 0.02 s by default, max_step 0.1 rad
+    rig.measure([0.2, 0.02, -0.3], velocity=np.array([2.0, 0.0, -50.0]))
+    # shoulder: 0.2 + 2 * 0.02; elbow: -50 * 0.02 = -1.0 is cut to -max_step
+    np.testing.assert_allclose(rig.tick(), [0.24, -0.4], rtol=0, atol=1e-12)
+    rig = armed_rig(hold_lead_s=0.0)
+    rig.measure([0.2, 0.02, -0.3], velocity=np.array([2.0, 0.0, -50.0]))
+    np.testing.assert_array_equal(rig.tick(), [0.2, -0.3])
+    rig = armed_rig()
+    rig.measure([0.99, 0.02, -0.3], velocity=np.array([NAN, 0.0, NAN]))  # speed unknown
+    np.testing.assert_array_equal(rig.tick(), [0.99, -0.3])
+    rig = armed_rig()
+    rig.measure([0.99, 0.02, -0.3], velocity=np.array([2.0, 0.0, 0.0]))  # lead past the limit
+    np.testing.assert_array_equal(rig.tick(), [1.0, -0.3])

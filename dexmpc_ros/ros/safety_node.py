@@ -58,6 +58,7 @@ class SafetyNode(Node):
         self._latency_ns: deque[int] = deque(maxlen=LATENCY_WINDOW)
         self._rule_counts_seen = dict(sup.rule_counts)
         self._last_hold_ns: int | None = None
+        self._holds_sent = 0
         self._published_state: SafetyState | None = None
 
         latched = QoSProfile(depth=1, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
@@ -178,6 +179,7 @@ class SafetyNode(Node):
                 now - self._last_hold_ns >= period_ns - period_ns // (2 * CHECKS_PER_PERIOD):
             self._publish(now, hold)
             self._last_hold_ns = now
+            self._holds_sent += 1
 
     def _publish(self, stamp_ns: int, values: np.ndarray) -> None:
         self.pub_command.publish(
@@ -207,7 +209,9 @@ class SafetyNode(Node):
         now = self._now_ns()
         stamp = sup.measured_stamp_ns
         state_age_s = (now - stamp) * 1e-9 if stamp is not None else float('inf')
-        values = {'rate_hz': self._rate.rate_hz(), **stats, 'latency_us_p50': float(p50),
+        # 'held' counts hold commands sent (one per period), not the 4x-rate watchdog checks
+        values = {'rate_hz': self._rate.rate_hz(), **stats, 'held': self._holds_sent,
+                  'latency_us_p50': float(p50),
                   'latency_us_p99': float(p99), 'state_age_s': state_age_s,
                   'watchdog_s': sup.watchdog_ns * 1e-9}
         problems = []

@@ -125,6 +125,10 @@ class TwinNode(Node):
         self.create_service(Trigger, 'reset_episode', self._on_reset)
         self.create_timer(1.0, self._publish_diagnostics)
 
+        if self.cfg.camera and self.cfg.real_time_factor != 0:
+            # create the renderer (EGL context, ~1 s) before the first joint_states, so the
+            # state stream does not stall right after the supervisor armed on it
+            self.twin.render(self.cfg.camera_width, self.cfg.camera_height)
         self._start_episode()
         self._stop = threading.Event()
         if self.cfg.real_time_factor == 0:

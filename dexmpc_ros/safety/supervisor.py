@@ -14,7 +14,8 @@ ESTOPPED is latched: releasing the e-stop or the driver coming back does not re-
 Only ARMED lets commands through (after :func:`filter.filter_command`). :meth:`tick` returns
 a hold command whenever no command passed for the watchdog timeout (the controller died or
 hung), right after a ``stale_state``/``plan``/``uncertainty`` rejection, and always while not
-ARMED: position robots hold the measured position captured when the hold started,
+ARMED: position robots hold the measured position captured when the hold started (led by
+``hold_lead_s`` of the measured speed, so a moving servo brakes without springing back),
 velocity robots get zeros (no thrust).
 """
 
@@ -78,8 +79,10 @@ class SupervisorConfig:
             twin is gone: ESTOPPED, latched [s] (at least state_timeout_s).
         reset_tolerance: how far past a position limit [rad or m] a joint may be measured
             for safety/reset and safety/arm to re-arm (sensor noise, soft limits).
-        auto_arm: arm once by itself on the first valid state within limits (never again
-            after an e-stop); False waits for safety/arm.
+        auto_arm: arm once by itself when joint_states have arrived steadily (no gap past
+            state_timeout_s) for auto_arm_after_s and are within limits; never again after
+            an e-stop. False waits for safety/arm.
+        auto_arm_after_s: how long the state stream must be steady before auto-arming [s].
         max_command_rate_hz: sustained command rate allowed [Hz]; 0 = 3 x the control rate.
         command_burst: commands allowed back to back before the rate limit bites.
         stall_effort_fraction: measured |effort| at this fraction of the effort limit, with
@@ -94,6 +97,9 @@ class SupervisorConfig:
         uncertainty_hold: controller/uncertainty at which commands are rejected and the
             robot held (inf = off).
         slow_factor: scale of the step from the measured state above uncertainty_slow.
+        hold_lead_s: position robots hold where each joint will be this much later at its
+            measured speed (at most max_step away), so a moving servo brakes to a stop
+            instead of overshooting the hold point and springing back [s]; 0 = where it is.
     """
 
     command_age_budget_s: float = 0.25
@@ -103,6 +109,7 @@ class SupervisorConfig:
     heartbeat_timeout_s: float = 0.5
     reset_tolerance: float = 0.02
     auto_arm: bool = False
+    auto_arm_after_s: float = 1.0
     max_command_rate_hz: float = 0.0
     command_burst: float = 3.0
     stall_effort_fraction: float = 0.95
@@ -113,6 +120,7 @@ class SupervisorConfig:
     uncertainty_slow: float = math.inf
     uncertainty_hold: float = math.inf
     slow_factor: float = 0.5
+    hold_lead_s: float = 0.02
 
     def __post_init__(self) -> None:
         for name in ('command_age_budget_s', 'watchdog_timeout_s', 'state_timeout_s'):
@@ -121,7 +129,8 @@ class SupervisorConfig:
                lambda v: math.isfinite(v) and v >= self.state_timeout_s,
                f'finite and >= state_timeout_s ({self.state_timeout_s})')
         for name in ('future_tolerance_s', 'reset_tolerance', 'max_command_rate_hz',
-                     'plan_tolerance', 'report_max_lag_s', 'stall_velocity'):
+                     'plan_tolerance', 'report_max_lag_s', 'stall_velocity', 'hold_lead_s',
+                     'auto_arm_after_s'):
             _check(self, name, lambda v: math.isfinite(v) and v >= 0, 'finite and >= 0')
         _check(self, 'command_burst', lambda v: math.isfinite(v) and v >= 1, 'finite and >= 1')
         _check(self, 'stall_effort_fraction', lambda v: 0 < v <= 1, 'in (0, 1]')
@@ -201,6 +210,7 @@ class Supervisor:
         self.last_reason = ''
         self.estop_reason = ''
         self._recapture_on_state = False
+        self._steady_since_ns: int | None = None
 
     # Inputs ------------------------------------------------------------------------------
     def on_state(self, position: np.ndarray, velocity: np.ndarray, stamp_ns: int,
@@ -227,6 +237,9 @@ class Supervisor:
             raise ValueError(f'{self.spec.name}: state needs {n} positions, velocities (and '
                              f'efforts), got {position.shape}, {velocity.shape}'
                              f'{"" if effort is None else f" and {effort.shape}"}')
+        previous = self._measured.stamp_ns if self._measured is not None else None
+        if previous is None or stamp_ns - previous > self.settings.state_timeout_ns:
+            self._steady_since_ns = int(stamp_ns)  # the stream (re)starts here
         if self._recapture_on_state:
             # the state came back after a silence: hold where the robot is now, not where
             # it was before (a driver reconnecting after a power cycle, a sagging arm)
@@ -237,12 +250,19 @@ class Supervisor:
             position[self._actuated], velocity[self._actuated], int(stamp_ns),
             None if effort is None else effort[self._actuated])
         if self._auto_arm_pending and self.state is SafetyState.DISARMED:
-            ok, message = self._arm_if_safe(int(stamp_ns) if now_ns is None else now_ns,
-                                            'auto-arm')
-            if ok:
-                self._auto_arm_pending = False
-            else:
-                self.last_reason = message
+            self._try_auto_arm(int(stamp_ns), int(stamp_ns) if now_ns is None else now_ns)
+
+    def _try_auto_arm(self, stamp_ns: int, now_ns: int) -> None:
+        steady_ns = stamp_ns - self._steady_since_ns
+        if steady_ns < _ns(self.config.auto_arm_after_s):
+            self.last_reason = (f'auto-arm: joint_states steady for {steady_ns * 1e-9:.2f} s '
+                                f'of {self.config.auto_arm_after_s:g} s')
+            return
+        ok, message = self._arm_if_safe(now_ns, 'auto-arm')
+        if ok:
+            self._auto_arm_pending = False
+        else:
+            self.last_reason = message
 
     def on_body_rate(self, angular: np.ndarray, stamp_ns: int) -> None:
         """Take the measured body angular velocity (3,) [rad/s], body frame (odom or imu)."""
@@ -417,11 +437,14 @@ class Supervisor:
     def _capture_hold(self) -> np.ndarray | None:
         if self.limits.interface == 'velocity':
             return np.zeros(len(self.limits.names))
-        if self._measured is None or not np.isfinite(self._measured.position).all():
+        measured = self._measured
+        if measured is None or not np.isfinite(measured.position).all():
             return None
+        lead = np.nan_to_num(measured.velocity * self.config.hold_lead_s, nan=0.0)
+        lead = np.clip(lead, -self.limits.max_step, self.limits.max_step)
         # a joint measured a hair past its limit (soft limits, contact) is held at the limit:
         # no command leaves the box, holds included
-        return np.clip(self._measured.position, self.limits.lower, self.limits.upper)
+        return np.clip(measured.position + lead, self.limits.lower, self.limits.upper)
 
     def _arm_if_safe(self, now_ns: int, action: str) -> tuple[bool, str]:
         problem = self._state_problem(now_ns)
