@@ -16,7 +16,8 @@ Every node runs as its own process over real DDS (loopback only), as under `dexm
    clock (supervisor + twin, no DDS), many more commands.
 
 Prints one table per section and, as the last line, one JSON object with every figure.
-Plots (latency histogram, stop-time scatter) go to --out.
+Plots (latency.png: latency histograms; stop_times.png: per-trial hold and stop times) go
+to --out.
 
     python bench/safety.py            # full: >= 100k fuzzed commands over DDS, ~7 min
     python bench/safety.py --quick    # smaller, ~3 min
@@ -111,6 +112,27 @@ def _plot_latency(result: latency.LatencyResult, path: Path) -> None:
     plt.close(fig)
 
 
+def _plot_trials(times: dict[str, dict[str, list[float]]], path: Path) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    kinds = list(next(iter(times.values())))
+    for r, (robot, series) in enumerate(times.items()):
+        for k, kind in enumerate(kinds):
+            x = np.full(len(series[kind]), k + 0.15 * (r - 1))
+            ax.scatter(x, series[kind], s=18, label=robot if k == 0 else None,
+                       color=f'C{r}')
+    ax.set_xticks(range(len(kinds)), kinds)
+    ax.set_ylabel('time after the event [ms]')
+    ax.set_title('e-stop and controller kill: hold on the wire, joints stopped (per trial)')
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def run_estop_and_freeze(domain: int, robot: str, trials: int, out: Path) -> dict:
     name, overrides = MOTION[robot]
     spec = load_robot_spec(robot)
@@ -189,6 +211,7 @@ def main() -> int:
     domain += 1  # a fresh domain per section: no stale participants from the last one
 
     estop_rows, kill_rows, freeze_rows = [], [], []
+    trial_times: dict[str, dict[str, list[float]]] = {}
     report['estop'], report['kill'], report['freeze'] = {}, {}, {}
     for robot in MOTION:
         spec = load_robot_spec(robot)
@@ -197,6 +220,11 @@ def main() -> int:
         res = run_estop_and_freeze(domain, robot, trials, out)
         domain += 1
         kills = run_kill(domain, robot, 1 if quick else (4 if robot == 'widowx' else 2), out)
+        trial_times[robot] = {
+            'e-stop: hold sent': [t['hold_ms'] for t in res['estop']],
+            'e-stop: stopped': [t['stop_ms'] for t in res['estop']],
+            'kill: hold sent': [t['hold_ms'] for t in kills],
+            'kill: stopped': [t['stop_ms'] for t in kills]}
         figures = {key: stats([t.get(key, float('nan')) for t in res['estop']])
                    for key in ('hold_ms', 'stop_ms', 'arm_stop_ms', 'settle_ms',
                                'drift_after_stop')}
@@ -222,6 +250,7 @@ def main() -> int:
         freeze_rows.append([robot, res['freeze']['estop_ms'], res['freeze']['state_lost'],
                             res['freeze']['still_estopped'], res['freeze']['travel_on_thaw'],
                             res['freeze']['drift_after_thaw']])
+    _plot_trials(trial_times, out / 'stop_times.png')
     table('2. e-stop during motion [ms] (stopped: every actuated joint < 5 % of its velocity '
           'limit; arm: the WidowX without its gripper)',
           ['robot', 'period', 'hold p50', 'hold max', 'stop p50', 'stop max', 'arm p50',
