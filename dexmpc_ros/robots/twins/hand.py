@@ -114,6 +114,8 @@ class HandTwin(MujocoTwin):
             :class:`BaodingTask`), e.g. ``target_low`` / ``target_high`` for the valve.
     """
 
+    SNAPSHOT_ATTRS = ('_steps',)
+
     def __init__(self, task: str = 'valve', seed: int | None = None,
                  spec: RobotSpec | None = None, **task_options: object) -> None:
         self.task_name = task

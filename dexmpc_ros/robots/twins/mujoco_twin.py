@@ -8,6 +8,7 @@ the reward (dm_control's Physics/Task split, kept light).
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from pathlib import Path
@@ -93,6 +94,21 @@ class MujocoTwin(Twin):
         if not np.all(np.isfinite(values)):
             raise ValueError(f'{self.spec.name}: command has non-finite values {values}')
         return values
+
+    #: Python-side attributes that change while stepping, saved by :meth:`snapshot`.
+    SNAPSHOT_ATTRS: tuple[str, ...] = ()
+
+    def snapshot(self) -> tuple[mujoco.MjData, dict]:
+        """Everything stepping changes (MuJoCo data + :attr:`SNAPSHOT_ATTRS`), for restore()."""
+        return (copy.copy(self.data),
+                {name: copy.deepcopy(getattr(self, name)) for name in self.SNAPSHOT_ATTRS})
+
+    def restore(self, snapshot: tuple[mujoco.MjData, dict]) -> None:
+        """Return to a :meth:`snapshot` (the ground-truth planner model rolls out from it)."""
+        data, attrs = snapshot
+        mujoco.mj_copyData(self.data, self.model, data)
+        for name, value in attrs.items():
+            setattr(self, name, copy.deepcopy(value))
 
     def reset_physics(self, qpos_joints: np.ndarray | None = None) -> None:
         """

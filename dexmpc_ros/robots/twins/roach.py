@@ -57,6 +57,8 @@ class RoachTwin(MujocoTwin):
             match the model.
     """
 
+    SNAPSHOT_ATTRS = ('task',)
+
     def __init__(self, task: str = 'waypoints', seed: int | None = None, friction: float = 1.0,
                  spec: RobotSpec | None = None, **task_options: Any) -> None:
         if task not in TASKS:

@@ -104,6 +104,8 @@ class WidowXTwin(MujocoTwin):
         spec: robot spec (default: ``load_robot_spec('widowx')``).
     """
 
+    SNAPSHOT_ATTRS = ('_goal',)
+
     def __init__(self, task: str = 'reach', seed: int | None = None,
                  spec: RobotSpec | None = None) -> None:
         if task not in TASKS:
