@@ -28,3 +28,7 @@ class StaleDataError(DexmpcError):
 
 class BagError(DexmpcError):
     """A rosbag2 directory is missing, corrupt or not what the caller expects."""
+
+
+class CheckpointError(DexmpcError):
+    """A model checkpoint is missing, corrupt or not what the caller expects; names the file."""
