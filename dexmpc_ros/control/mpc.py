@@ -1,0 +1,194 @@
+"""
+Learned-dynamics MPC as a controller: observation -> state -> plan -> command (PDDM, MBMF).
+
+:class:`MPCController` has the controller interface (``act(obs) -> command``, ``reset()``)
+and adds what a learned controller needs around the planner:
+
+- the model state is built by the checkpoint's :class:`StateLayout` (its manifest names the
+  columns; an observation that cannot fill them is refused, never guessed);
+- planners work on normalized actions in [-1, 1]^m (``ActionScaler`` maps them to joint
+  targets, or to leg speeds for the roach);
+- :meth:`swap` replaces the model between two ticks (the node loads it off the control
+  thread; the swap itself is one attribute assignment);
+- after each plan: the member-mean predicted trajectory (for ``controller/plan``) and an
+  uncertainty figure, the ensemble's disagreement on the next state for the executed action
+  (std over members in units of each state dimension's std, averaged over dimensions).
+
+Without a model it returns None (the node then publishes nothing and the supervisor holds).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from dexmpc_ros.control.action_space import ActionScaler
+from dexmpc_ros.control.cem import CEMConfig, CEMPlanner
+from dexmpc_ros.control.mppi import MPPIConfig, MPPIPlanner
+from dexmpc_ros.control.random_shooting import RandomShootingConfig, RandomShootingPlanner
+from dexmpc_ros.control.task_rewards import make_reward, torch_reward
+from dexmpc_ros.core.robot_spec import RobotSpec
+from dexmpc_ros.core.state_layout import POS, StateLayout
+from dexmpc_ros.core.types import Observation
+
+PLANNERS = ('mppi', 'cem', 'random_shooting')
+
+
+@dataclass(frozen=True)
+class MPCConfig:
+    """
+    MPC controller settings (the mpc node's ROS parameters); PDDM defaults (papers.md §7.3).
+
+    Attributes:
+        planner: ``mppi`` (PDDM), ``cem`` or ``random_shooting`` (MBMF).
+        task: planner reward (``control/task_rewards.py``): valve, reach, waypoints.
+        horizon: H, planning steps.
+        samples: N, action sequences per plan.
+        kappa: MPPI reward-weighting temperature κ.
+        sigma: MPPI sampling noise σ.
+        beta: MPPI filtering coefficient β (1 = no filtering).
+        cem_iterations: CEM refits per control step.
+        cem_elites: CEM elite count.
+        std_penalty: score = mean - std_penalty * std over members (PDDM exploration: 4).
+        seed: planner noise seed (-1: nondeterministic).
+        threads: torch threads for planning (0: leave torch's setting); 1 suits a busy
+            2-core machine.
+    """
+
+    planner: str = 'mppi'
+    task: str = 'valve'
+    horizon: int = 7
+    samples: int = 700
+    kappa: float = 0.5
+    sigma: float = 0.9
+    beta: float = 0.7
+    cem_iterations: int = 3
+    cem_elites: int = 20
+    std_penalty: float = 0.0
+    seed: int = 0
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.planner not in PLANNERS:
+            raise ValueError(f'planner must be one of {PLANNERS}, got {self.planner!r}')
+        if not (isinstance(self.threads, int) and self.threads >= 0):
+            raise ValueError(f'threads must be an int >= 0, got {self.threads!r}')
+        if not math.isfinite(self.std_penalty) or self.std_penalty < 0:
+            raise ValueError(f'std_penalty must be finite and >= 0, got {self.std_penalty!r}')
+
+    def planner_config(self) -> Any:
+        """The planner's own config (its __post_init__ checks horizon, samples, ...)."""
+        common = dict(horizon=self.horizon, num_samples=self.samples,
+                      std_penalty=self.std_penalty, seed=None if self.seed < 0 else self.seed)
+        if self.planner == 'mppi':
+            return MPPIConfig(kappa=self.kappa, sigma=self.sigma, beta=self.beta, **common)
+        if self.planner == 'cem':
+            return CEMConfig(iterations=self.cem_iterations, num_elites=self.cem_elites,
+                             **common)
+        return RandomShootingConfig(**common)
+
+
+_PLANNER_CLASSES = {'mppi': MPPIPlanner, 'cem': CEMPlanner,
+                    'random_shooting': RandomShootingPlanner}
+
+
+class MPCController:
+    """
+    Plans one action per tick with a learned (or ground-truth) model.
+
+    Args:
+        spec: the robot.
+        config: planner and task settings.
+        model: an object with ``ensemble_size``, ``rollout`` and ``predict`` (a
+            ``DeltaDynamics``), or None until :meth:`swap`.
+        layout: the model's state layout (from its manifest).
+    """
+
+    def __init__(self, spec: RobotSpec, config: MPCConfig | None = None,
+                 model: Any = None, layout: StateLayout | None = None) -> None:
+        self.spec = spec
+        self.config = config or MPCConfig()
+        self.scaler = ActionScaler(spec)
+        self.planner = _PLANNER_CLASSES[self.config.planner](
+            len(spec.command_names), self.config.planner_config())
+        self.model = None
+        self.layout: StateLayout | None = None
+        self._reward = None
+        self.last_state: np.ndarray | None = None
+        self.last_action: np.ndarray | None = None
+        self.uncertainty = float('nan')
+        if model is not None:
+            self.swap(model, layout)
+
+    def swap(self, model: Any, layout: StateLayout | None) -> None:
+        """Use ``model`` (with state ``layout``) from the next :meth:`act` on."""
+        if layout is None:
+            raise ValueError('a model needs its state layout')
+        reward = torch_reward(make_reward(self.config.task, layout))
+        self.model, self.layout, self._reward = model, layout, reward  # one tick sees both
+
+    def reset(self) -> None:
+        """New episode: forget the planner's warm start."""
+        self.planner.reset()
+
+    def act(self, obs: Observation) -> np.ndarray | None:
+        """
+        Plan from ``obs``; return the command (m,) or None without a model.
+
+        Raises:
+            KeyError: the observation cannot fill the model's state layout (the node
+                reports it and publishes nothing).
+        """
+        model, layout, reward = self.model, self.layout, self._reward
+        if model is None:
+            return None
+        state = layout.vector(obs, self.spec.joint_names)
+        with _threads(self.config.threads):
+            action = self.planner.plan(torch.from_numpy(state).float(), model, reward)
+            self.uncertainty = self._disagreement(model, state, action)
+        self.last_state, self.last_action = state, action
+        return self.scaler.to_command(action)
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """The planner's ``last_info`` plus ``uncertainty``."""
+        return {**self.planner.last_info, 'uncertainty': self.uncertainty}
+
+    def predicted_joint_positions(self) -> tuple[list[str], np.ndarray]:
+        """Joint names and (H, k) member-mean predicted positions of the last plan."""
+        trajectory = self.planner.last_info.get('trajectory')
+        if trajectory is None or self.layout is None:
+            return [], np.empty((0, 0))
+        names = [n for n in self.layout.names if n.startswith(POS)]
+        columns = self.layout.columns(names)
+        return [n[len(POS):] for n in names], np.asarray(trajectory)[:, columns]
+
+    @staticmethod
+    def _disagreement(model: Any, state: np.ndarray, action: np.ndarray) -> float:
+        """Std over members of the predicted next state, in state-std units, mean over dims."""
+        if getattr(model, 'ensemble_size', 1) < 2 or not hasattr(model, 'predict'):
+            return float('nan')
+        predicted = np.asarray(model.predict(state[None], action[None]))[:, 0]  # (E, nx)
+        scale = np.asarray(getattr(model.state_norm, 'std', 1.0), dtype=np.float64)
+        return float(np.mean(predicted.std(axis=0) / scale))
+
+
+class _threads:
+    """Set torch's intra-op threads for a block (0: leave them)."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+        self.saved = None
+
+    def __enter__(self) -> None:
+        if self.threads:
+            self.saved = torch.get_num_threads()
+            torch.set_num_threads(self.threads)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.saved is not None:
+            torch.set_num_threads(self.saved)

@@ -1,0 +1,82 @@
+"""MPC controller (control/mpc.py): layout, planning, swap, uncertainty, plan output."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dexmpc_ros.control.mpc import MPCConfig, MPCController
+from dexmpc_ros.control.twin_model import TwinModel
+from dexmpc_ros.core.robot_spec import load_robot_spec
+from dexmpc_ros.core.state_layout import StateLayout
+from dexmpc_ros.core.types import Observation
+from dexmpc_ros.models.dynamics import DeltaDynamics, DynamicsConfig
+from dexmpc_ros.robots.twins import make_twin
+
+
+def observe(twin) -> Observation:
+    joints = twin.joints()
+    names, values = twin.task_state()
+    return Observation(0, joints.position, joints.velocity, tuple(names), values)
+
+
+@pytest.fixture
+def hand():
+    spec = load_robot_spec('hand24')
+    twin = make_twin('hand24', task='valve')
+    twin.reset(101)
+    yield spec, twin, StateLayout.for_robot(spec, twin.task_state()[0])
+    twin.close()
+
+
+def test_without_a_model_no_command(hand):
+    spec, twin, _ = hand
+    assert MPCController(spec).act(observe(twin)) is None
+
+
+def test_ground_truth_mpc_moves_the_valve_toward_the_target(hand):
+    spec, twin, layout = hand
+    model = TwinModel(twin, spec, layout)
+    mpc = MPCController(spec, MPCConfig(samples=32, horizon=5), model, layout)
+    error0 = abs(twin.task_state()[1][3])
+    for _ in range(12):
+        model.capture()
+        command = mpc.act(observe(twin))
+        assert command.shape == (20,) and np.all(np.isfinite(command))
+        assert np.all(command >= spec.limits_array('lower'))
+        assert np.all(command <= spec.limits_array('upper'))
+        twin.apply_command(model.command(mpc.last_action))
+        twin.step()
+    assert abs(twin.task_state()[1][3]) < error0 - 0.1
+    names, positions = mpc.predicted_joint_positions()
+    assert names == spec.joint_names and positions.shape == (5, 24)
+    assert np.isnan(mpc.info['uncertainty'])  # one member: no disagreement
+    assert mpc.info['plan_time_ms'] > 0
+
+
+def test_learned_model_swap_and_uncertainty(hand):
+    spec, twin, layout = hand
+    rng = np.random.default_rng(0)
+    states = rng.standard_normal((300, layout.dim))
+    actions = rng.uniform(-1, 1, (300, 20))
+    model = DeltaDynamics(layout.dim, 20, DynamicsConfig(hidden=(32,), epochs=2, seed=1))
+    model.fit(states, actions, states + 0.01 * rng.standard_normal(states.shape))
+    mpc = MPCController(spec, MPCConfig(samples=16, horizon=3))
+    assert mpc.act(observe(twin)) is None
+    mpc.swap(model, layout)
+    command = mpc.act(observe(twin))
+    assert command.shape == (20,)
+    assert mpc.uncertainty > 0  # three members disagree after two epochs
+    with pytest.raises(KeyError, match='observation lacks'):
+        MPCController(spec, MPCConfig(samples=8, horizon=2), model,
+                      StateLayout(layout.names[:-1] + ('task/ball1_x',))).act(observe(twin))
+    with pytest.raises(ValueError, match='layout'):
+        mpc.swap(model, None)
+
+
+@pytest.mark.parametrize('field, value', [('planner', 'ilqr'), ('threads', -1),
+                                          ('std_penalty', -1.0), ('samples', 0),
+                                          ('beta', 1.5)])
+def test_config_rejects_bad_values(field, value):
+    with pytest.raises(ValueError):
+        MPCConfig(**{field: value}).planner_config()
