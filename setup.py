@@ -36,6 +36,7 @@ PYTHON_DEPS = [
     'rosbags>=0.10',
     'safetensors>=0.4',
     'matplotlib>=3.8',     # benchmark and training plots (PNG)
+    'torch>=2.4',          # learned models and planners (pinned 2.13.0 CPU in requirements.lock)
 ]
 
 
@@ -71,7 +72,7 @@ setup(
         ('share/' + PACKAGE + '/urdf', glob('urdf/*')),
     ] + tree('config'),
     install_requires=PYTHON_DEPS + ([] if ros_available() else ROS_WHEELS),
-    extras_require={'learning': ['torch==2.13.0'], 'test': ['pytest>=8', 'pytest-xdist>=3']},
+    extras_require={'test': ['pytest>=8', 'pytest-xdist>=3']},
     python_requires='>=3.10',
     zip_safe=False,
     maintainer='dexmpc_ros maintainers',
@@ -87,6 +88,7 @@ setup(
             'recorder_node = dexmpc_ros.ros.recorder_node:main',
             'status_node = dexmpc_ros.ros.status_node:main',
             'fuzz_node = dexmpc_ros.ros.fuzz_node:main',
+            'mpc_node = dexmpc_ros.ros.mpc_node:main',
         ],
     },
 )

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile
@@ -76,15 +75,10 @@ class ControllerNode(Node):
         if self._joints is None:
             return None
         try:
-            position, velocity, _ = convert.joint_state_to_arrays(
-                self._joints, self.spec.joint_names)
+            return convert.observation(self._joints, self._task, self.spec.joint_names)
         except KeyError as exc:
             self.get_logger().error(f'bad joint_states: {exc}', throttle_duration_sec=1.0)
             return None
-        stamp = convert.time_to_ns(self._joints.header.stamp)
-        names, task = (convert.named_vector(self._task) if self._task is not None
-                       else ([], np.empty(0)))
-        return Observation(stamp, position, velocity, tuple(names), task)
 
     def _tick(self) -> None:
         obs = self._observation()

@@ -18,6 +18,7 @@ from sensor_msgs.msg import Image, Imu, JointState
 from std_msgs.msg import Header
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from dexmpc_ros.core.types import Observation
 from dexmpc_ros.robots.twin import BodyPose
 
 LEVELS = {'ok': DiagnosticStatus.OK, 'warn': DiagnosticStatus.WARN,
@@ -84,6 +85,20 @@ def joint_state_to_arrays(msg: JointState, names: Sequence[str]
 def named_vector(msg: JointState) -> tuple[list[str], np.ndarray]:
     """A named stamped vector (``task_state``, ``perception/latent``) -> (names, values)."""
     return list(msg.name), np.asarray(msg.position, dtype=np.float64)
+
+
+def observation(joints: JointState, task: JointState | None, joint_names: Sequence[str]
+                ) -> Observation:
+    """
+    A controller's :class:`Observation` from the newest ``joint_states`` and ``task_state``.
+
+    Raises:
+        KeyError: ``joint_states`` lacks a joint of ``joint_names``.
+    """
+    position, velocity, _ = joint_state_to_arrays(joints, joint_names)
+    names, values = named_vector(task) if task is not None else ([], np.empty(0))
+    return Observation(time_to_ns(joints.header.stamp), position, velocity, tuple(names),
+                       values)
 
 
 # Commands -------------------------------------------------------------------------------

@@ -52,6 +52,7 @@ NODE_KINDS: dict[str, NodeKind] = {
     'controller': NodeKind('dexmpc_ros.ros.controller_node', 'controller_node'),
     'recorder': NodeKind('dexmpc_ros.ros.recorder_node', 'recorder_node'),
     'fuzz': NodeKind('dexmpc_ros.ros.fuzz_node', 'fuzz_node'),
+    'mpc': NodeKind('dexmpc_ros.ros.mpc_node', 'mpc_node'),
 }
 #: backend -> robot -> node kind that moves the robot.
 ROBOT_NODES: dict[str, dict[str, str]] = {

@@ -1,0 +1,187 @@
+"""
+MPC node: learned-dynamics MPC at the control rate, with hot-swapped checkpoints.
+
+Reads ``joint_states`` + ``task_state``; each tick plans with ``control.mpc.MPCController``
+and publishes ``command_raw`` stamped with the observation it used, the member-mean
+predicted joint positions on ``controller/plan`` and the ensemble disagreement on
+``controller/uncertainty`` (the safety supervisor's opt-in hooks read both). A new
+``episode`` resets the planner's warm start.
+
+Checkpoints: the ``checkpoint`` parameter names one to start with (empty: publish nothing
+until one arrives; the supervisor holds the robot). A path on ``learner/checkpoint``
+(std_msgs/String) is loaded and verified on a background thread (robot and action names
+must match; a corrupt or mismatched checkpoint is refused with the reason on
+``diagnostics`` and the running model stays); the next tick swaps it in. Ticks that come
+later than 1.5 periods after the previous one are counted as missed.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import deque
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from rclpy.qos import QoSDurabilityPolicy, QoSProfile
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Int32, String
+from trajectory_msgs.msg import JointTrajectory
+
+from dexmpc_ros.control.mpc import MPCConfig, MPCController
+from dexmpc_ros.core.errors import CheckpointError
+from dexmpc_ros.core.rate import RateMeter
+from dexmpc_ros.core.robot_spec import load_robot_spec
+from dexmpc_ros.core.state_layout import StateLayout
+from dexmpc_ros.models.checkpoint import load_checkpoint
+from dexmpc_ros.ros import convert
+from dexmpc_ros.ros.node_main import run_node
+from dexmpc_ros.ros.params import config_from_node, declare
+
+#: Recent ticks whose planning time and interval the diagnostics summarise.
+WINDOW = 200
+
+
+class MPCNode(Node):
+    """Adapter: joint_states/task_state -> MPCController -> command_raw, plan, uncertainty."""
+
+    def __init__(self) -> None:
+        super().__init__('mpc')
+        self.spec = load_robot_spec(declare(self, 'robot', 'hand24', 'robot spec name or path'))
+        self.config = config_from_node(self, MPCConfig, prefix='mpc.')
+        start = declare(self, 'checkpoint', '', 'checkpoint directory to start with ('
+                        '"" = wait for learner/checkpoint)')
+        self.mpc = MPCController(self.spec, self.config)
+        self.period_s = self.spec.period_s
+        self._joints: JointState | None = None
+        self._task: JointState | None = None
+        self._pending: tuple | None = None  # (model, layout, path), set by the loader thread
+        self._lock = threading.Lock()
+        self.checkpoint = ''
+        self.last_error = ''
+        self.swaps = 0
+        self.refused = 0
+        self.missed_ticks = 0
+        self._last_tick: float | None = None
+        self._plan_ms: deque[float] = deque(maxlen=WINDOW)
+        self._rate = RateMeter()
+
+        self.pub_command = self.create_publisher(JointTrajectory, 'command_raw', 10)
+        self.pub_plan = self.create_publisher(JointTrajectory, 'controller/plan', 10)
+        self.pub_uncertainty = self.create_publisher(JointState, 'controller/uncertainty', 10)
+        self.pub_diag = self.create_publisher(DiagnosticArray, 'diagnostics', 10)
+        self.create_subscription(JointState, 'joint_states', self._on_joints, 10)
+        self.create_subscription(JointState, 'task_state', self._on_task, 10)
+        latched = QoSProfile(depth=1, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+        self.create_subscription(Int32, 'episode', self._on_episode, latched)
+        self.create_subscription(String, 'learner/checkpoint', self._on_checkpoint, latched)
+        self.create_timer(self.period_s, self._tick)
+        self.create_timer(1.0, self._publish_diagnostics)
+        if start:
+            self._load(start)  # at start-up, synchronously: fail early and loudly
+            self._swap_pending()
+        self.get_logger().info(
+            f'{self.config.planner} MPC for {self.spec.name} ({self.config.task}), '
+            f'N={self.config.samples} H={self.config.horizon}, '
+            f'checkpoint: {self.checkpoint or "waiting for learner/checkpoint"}')
+
+    # Inputs ------------------------------------------------------------------------------
+    def _on_joints(self, msg: JointState) -> None:
+        self._joints = msg
+
+    def _on_task(self, msg: JointState) -> None:
+        self._task = msg
+
+    def _on_episode(self, msg: Int32) -> None:
+        self.mpc.reset()
+
+    def _on_checkpoint(self, msg: String) -> None:
+        if msg.data and msg.data != self.checkpoint:
+            threading.Thread(target=self._load, args=(msg.data,), daemon=True).start()
+
+    def _load(self, path: str) -> None:
+        """Load and verify a checkpoint (any thread); success leaves it pending for a tick."""
+        try:
+            model, manifest = load_checkpoint(path, expect_robot=self.spec.name,
+                                              expect_action_names=self.spec.command_names)
+            layout = StateLayout(tuple(manifest['state_names']))
+        except (CheckpointError, ValueError) as exc:
+            with self._lock:
+                self.refused += 1
+                self.last_error = str(exc)
+            self.get_logger().error(f'checkpoint refused, keeping the current model: {exc}')
+            return
+        with self._lock:
+            self._pending = (model, layout, path)
+
+    def _swap_pending(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, None
+        if pending is not None:
+            model, layout, path = pending
+            self.mpc.swap(model, layout)
+            self.checkpoint = path
+            self.swaps += 1
+            self.get_logger().info(f'now planning with {path}')
+
+    # Control loop ------------------------------------------------------------------------
+    def _tick(self) -> None:
+        now = time.monotonic()
+        if self._last_tick is not None and now - self._last_tick > 1.5 * self.period_s:
+            self.missed_ticks += 1
+        self._last_tick = now
+        self._swap_pending()
+        if self._joints is None:
+            return
+        try:
+            obs = convert.observation(self._joints, self._task, self.spec.joint_names)
+            command = self.mpc.act(obs)
+        except (KeyError, ValueError) as exc:
+            self.last_error = str(exc)
+            self.get_logger().error(f'cannot plan: {exc}', throttle_duration_sec=2.0)
+            return
+        if command is None:
+            return
+        self.pub_command.publish(convert.command_msg(
+            obs.stamp_ns, self.spec.command_names, command, self.spec.command_interface))
+        self._rate.tick()
+        info = self.mpc.info
+        self._plan_ms.append(info.get('plan_time_ms', float('nan')))
+        names, positions = self.mpc.predicted_joint_positions()
+        if names:
+            self.pub_plan.publish(convert.plan_msg(obs.stamp_ns, names, positions,
+                                                   self.period_s))
+        self.pub_uncertainty.publish(convert.joint_state_msg(
+            obs.stamp_ns, ['uncertainty', 'predicted_return'],
+            [info['uncertainty'], info.get('best_return', float('nan'))]))
+
+    def _publish_diagnostics(self) -> None:
+        plan = np.array(self._plan_ms) if self._plan_ms else np.array([np.nan])
+        with self._lock:
+            error, refused = self.last_error, self.refused
+        values = {'rate_hz': self._rate.rate_hz(), 'commands': self._rate.count,
+                  'planner': self.config.planner, 'checkpoint': self.checkpoint or '(none)',
+                  'swaps': self.swaps, 'refused': refused, 'missed_ticks': self.missed_ticks,
+                  'plan_ms_p50': float(np.nanpercentile(plan, 50)) if self._plan_ms else 0.0,
+                  'plan_ms_p99': float(np.nanpercentile(plan, 99)) if self._plan_ms else 0.0,
+                  'uncertainty': self.mpc.uncertainty, 'last_error': error}
+        if not self.checkpoint:
+            level, message = 'warn', 'no model yet: waiting for learner/checkpoint'
+        elif error:
+            level, message = 'warn', error
+        else:
+            level, message = 'ok', f'planning with {self.checkpoint}'
+        status = convert.diagnostic_status(self.get_name(), level, message, values)
+        self.pub_diag.publish(DiagnosticArray(
+            header=convert.header(self.get_clock().now().nanoseconds), status=[status]))
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run the MPC node."""
+    return run_node(MPCNode, args)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""
+MPC node over real DDS (multi-process): plans on the hand twin through the supervisor,
+publishes controller/plan and controller/uncertainty, hot-swaps a checkpoint published on
+learner/checkpoint without missing a tick, refuses a corrupt one and keeps planning.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip('rclpy')
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rclpy.qos import QoSDurabilityPolicy, QoSProfile  # noqa: E402
+from sensor_msgs.msg import JointState  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+from trajectory_msgs.msg import JointTrajectory  # noqa: E402
+
+from dexmpc_ros.core.robot_spec import load_robot_spec  # noqa: E402
+from dexmpc_ros.core.state_layout import StateLayout  # noqa: E402
+from dexmpc_ros.models.checkpoint import save_checkpoint  # noqa: E402
+from dexmpc_ros.models.dynamics import DeltaDynamics, DynamicsConfig  # noqa: E402
+from dexmpc_ros.robots.twins.hand_tasks import VALVE_STATE_NAMES  # noqa: E402
+from dexmpc_ros.ros import convert  # noqa: E402
+from dexmpc_ros.ros.fault_trials import ensure_armed  # noqa: E402
+from dexmpc_ros.ros.probe import GraphProbe  # noqa: E402
+from dexmpc_ros.runtime.experiment import load_experiment  # noqa: E402
+from dexmpc_ros.runtime.runner import started  # noqa: E402
+
+pytestmark = pytest.mark.e2e
+
+EXPERIMENT = """\
+description: hand twin, valve, MPC from a given checkpoint (test)
+robot: hand24
+backend: sim
+duration_s: 30
+nodes:
+  twin: {{kind: robot, parameters: {{task: valve, seed: 0}}}}
+  safety: {{kind: safety, parameters: {{auto_arm: true}}}}
+  mpc:
+    kind: mpc
+    parameters: {{checkpoint: '{checkpoint}', mpc.samples: 64, mpc.horizon: 5, mpc.threads: 1}}
+"""
+
+
+def tiny_checkpoint(path, seed):
+    spec = load_robot_spec('hand24')
+    layout = StateLayout.for_robot(spec, VALVE_STATE_NAMES)
+    rng = np.random.default_rng(seed)
+    states = rng.standard_normal((200, layout.dim))
+    model = DeltaDynamics(layout.dim, 20, DynamicsConfig(hidden=(32,), epochs=1, seed=seed))
+    model.fit(states, rng.uniform(-1, 1, (200, 20)), states + 0.01)
+    return save_checkpoint(path, model, {'state_names': list(layout.names),
+                                         'action_names': spec.command_names,
+                                         'robot': 'hand24'})
+
+
+def test_mpc_node_plans_swaps_and_refuses(tmp_path, ros_domain):
+    first = tiny_checkpoint(tmp_path / 'ckpt-1', 1)
+    second = tiny_checkpoint(tmp_path / 'ckpt-2', 2)
+    corrupt = tiny_checkpoint(tmp_path / 'ckpt-3', 3)
+    weights = corrupt / 'model.safetensors'
+    weights.write_bytes(weights.read_bytes()[:-8] + b'\x00' * 8)  # sha256 no longer matches
+    yaml_path = tmp_path / 'mpc_test.yaml'
+    yaml_path.write_text(EXPERIMENT.format(checkpoint=first))
+    with started(load_experiment(yaml_path), tmp_path / 'run', ros_domain):
+        probe = GraphProbe(ros_domain, {'command': JointTrajectory,
+                                        'controller/plan': JointTrajectory,
+                                        'controller/uncertainty': JointState},
+                           name='mpc_probe')
+        latched = QoSProfile(depth=1, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+        pub = probe.node.create_publisher(String, 'learner/checkpoint', latched)
+        diags = []
+        probe.node.create_subscription(
+            DiagnosticArray, 'diagnostics',
+            lambda m: diags.extend(s for s in m.status if s.name == 'mpc'), 10)
+        try:
+            ensure_armed(probe)
+            probe.spin_until(lambda: len(probe.received['controller/plan']) >= 10, 20.0,
+                             '10 plans')
+            plan = probe.received['controller/plan'][-1][1]
+            assert len(plan.points) == 5 and len(plan.joint_names) == 24
+            _, uncertainty = probe.received['controller/uncertainty'][-1]
+            assert uncertainty.name[0] == 'uncertainty' and uncertainty.position[0] > 0
+            # every command the robot got is a plan's (stamped with its observation)
+            plan_stamps = {convert.time_to_ns(m.header.stamp)
+                           for _, m in probe.received['controller/plan']}
+            stamps = [convert.time_to_ns(m.header.stamp) for _, m in probe.received['command']]
+            assert sum(s in plan_stamps for s in stamps) >= 5
+
+            pub.publish(String(data=str(second)))
+            probe.spin_until(lambda: any(convert.diagnostic_values(d)['checkpoint']
+                                         == str(second) for d in diags), 10.0, 'swap')
+            pub.publish(String(data=str(corrupt)))
+            probe.spin_until(lambda: any(int(convert.diagnostic_values(d)['refused']) == 1
+                                         for d in diags), 10.0, 'refusal')
+            count = len(probe.received['controller/plan'])
+            probe.spin_for(2.0)
+            assert len(probe.received['controller/plan']) - count >= 12  # still planning
+            last = convert.diagnostic_values(diags[-1])
+            assert last['checkpoint'] == str(second) and last['swaps'] == '2'
+            assert 'sha256' in last['last_error']
+            assert last['missed_ticks'] == '0', last
+        finally:
+            probe.close()
+    log = (tmp_path / 'run' / 'logs' / 'mpc.log').read_text()
+    assert 'checkpoint refused, keeping the current model' in log
+    assert json.loads((first / 'manifest.json').read_text())['robot'] == 'hand24'
