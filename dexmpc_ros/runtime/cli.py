@@ -4,6 +4,8 @@ The ``dexmpc`` command line.
     dexmpc list                               experiments, one per line: name, description
     dexmpc up <name> [--duration S] [--set node.param=value ...] [--output DIR]
     dexmpc robots                             robot specs, one per line
+    dexmpc rollback <store> [--reason TEXT]   put the previous accepted model back in use
+    dexmpc models <store>                     the checkpoint history of a store
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dexmpc_ros.core.errors import ConfigError
+from dexmpc_ros.core.errors import CheckpointError, ConfigError
 from dexmpc_ros.core.robot_spec import available_robots, load_robot_spec
+from dexmpc_ros.models.store import CheckpointStore
 from dexmpc_ros.runtime.experiment import describe_experiments, load_experiment
 from dexmpc_ros.runtime.runner import ExperimentRunner, default_run_dir
 from dexmpc_ros.runtime.status import format_status
@@ -39,7 +42,36 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument('--domain-id', type=int, default=None,
                     help='ROS_DOMAIN_ID for the run (default: inherit)')
     up.add_argument('--quiet', action='store_true', help='no live status line')
+    rollback = sub.add_parser('rollback', help='take the current model out of use; the one '
+                              'accepted before it is used again (the learner republishes it)')
+    rollback.add_argument('store', type=Path, help='checkpoint store directory')
+    rollback.add_argument('--reason', default='rolled back by the operator',
+                          help='recorded in the history')
+    models = sub.add_parser('models', help='show the checkpoint history of a store')
+    models.add_argument('store', type=Path, help='checkpoint store directory')
     return parser
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    """Roll the store back one accepted model and say which one is current now."""
+    store = CheckpointStore(args.store)
+    previous = store.current()
+    now = store.rollback(args.reason)
+    print(f'rolled back {Path(previous.path).name}; current model: {now.path}')
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """Print the history: one line per proposal, the current one marked."""
+    store = CheckpointStore(args.store)
+    current = store.current()
+    for entry in store.entries:
+        mark = '*' if entry is current else ' '
+        state = ('rolled back' if entry.rolled_back else 'accepted' if entry.accepted
+                 else 'refused')
+        score = entry.metrics.get('score', float('nan'))
+        print(f'{mark} {Path(entry.path).name}  score {score:.4g}  {state}: {entry.reason}')
+    return 0
 
 
 def cmd_list() -> int:
@@ -122,8 +154,12 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_list()
         if args.command == 'robots':
             return cmd_robots()
+        if args.command == 'rollback':
+            return cmd_rollback(args)
+        if args.command == 'models':
+            return cmd_models(args)
         return cmd_up(args)
-    except (ConfigError, FileExistsError) as exc:
+    except (ConfigError, FileExistsError, CheckpointError) as exc:
         print(f'dexmpc: error: {exc}', file=sys.stderr)
         return 2
 
