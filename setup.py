@@ -37,6 +37,7 @@ PYTHON_DEPS = [
     'safetensors>=0.4',
     'matplotlib>=3.8',     # benchmark and training plots (PNG)
     'torch>=2.4',          # learned models and planners (pinned 2.13.0 CPU in requirements.lock)
+    'tqdm>=4.60',          # training progress
 ]
 
 

@@ -77,6 +77,23 @@ def filter_sequences(mean: Tensor, noise: Tensor, past: Tensor, beta: float) -> 
     return torch.clamp(filtered, -1.0, 1.0)
 
 
+def _weighted_mean_prediction(weights: Tensor, states: Tensor) -> Tensor:
+    """
+    ``sum_i w_i states[:, i]`` averaged over members, (H, nx), over samples with w_i > 0.
+
+    One matmul over all samples first (no copy of the (E, N, H, nx) predictions): a
+    zero weight times a finite state adds exactly 0. Only if that sum is not finite,
+    because a sample's prediction diverged, are the weighted samples gathered.
+    """
+    e, n, h, nx = states.shape
+    flat = states.reshape(e, n, h * nx)
+    trajectory = torch.matmul(weights.to(states.dtype), flat).sum(0)
+    if not torch.isfinite(trajectory).all():
+        used = weights > 0
+        trajectory = torch.einsum('n,enk->k', weights[used], flat[:, used])
+    return (trajectory / e).reshape(h, nx)
+
+
 @dataclass(frozen=True)
 class MPPIConfig(PlannerConfig):
     """
@@ -141,9 +158,7 @@ class MPPIPlanner(SamplingPlanner):
         self.mean = torch.einsum('n,nhu->hu', weights, actions)
         # Same weights over the predictions: exact for models affine in the actions. Only
         # weighted samples count, so a diverged (non-finite) prediction cannot leak in.
-        used = weights > 0
-        trajectory = torch.einsum('n,enhx->hx', weights[used], states[:, used])
-        trajectory = trajectory / states.shape[0]
+        trajectory = _weighted_mean_prediction(weights, states)
         info = planning_info(returns, states, trajectory, count_evaluations(states))
         info['effective_samples'] = float(1.0 / (weights ** 2).sum())
         return self.mean[0].clone(), info

@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from dexmpc_ros.models.ensemble import EnsembleMLP
+from dexmpc_ros.models.fast_rollout import rollout_fast
 from dexmpc_ros.models.normalizer import Normalizer
 
 ArrayT = TypeVar('ArrayT', np.ndarray, torch.Tensor)
@@ -366,19 +367,27 @@ class DeltaDynamics:
             raise ValueError(f'state must be ({nx},) or (N={n}, {nx}), got {tuple(s0.shape)}')
         out = torch.empty(e, n, horizon, nx)
         with _torch_threads(self.config.threads), torch.inference_mode():
-            a_in = self._normalize_actions(a)
-            mean, std = self.state_norm.stats_like(s0)
-            x = torch.empty(e, n, nx + nu)
-            x_s, x_a = x[..., :nx], x[..., nx:]
-            current = s0.expand(e, n, nx)
-            for k in range(horizon):
-                torch.sub(current, mean, out=x_s)
-                x_s.div_(std)
-                x_a.copy_(a_in[:, k])
-                nxt = out[:, :, k]
-                self._step_into(nxt, current, self.net(x))
-                current = nxt
+            if self.config.hidden:
+                rollout_fast(self, out, s0, a)
+            else:
+                self._rollout_reference(out, s0, a)
         return out if as_torch else out.numpy()
+
+    def _rollout_reference(self, out: torch.Tensor, s0: torch.Tensor, a: torch.Tensor) -> None:
+        """Straightforward rollout into ``out`` (E, N, H, nx): normalize, predict, step."""
+        e, n, horizon, nx = out.shape
+        a_in = self._normalize_actions(a)
+        mean, std = self.state_norm.stats_like(s0)
+        x = torch.empty(e, n, nx + self.action_dim)
+        x_s, x_a = x[..., :nx], x[..., nx:]
+        current = s0.expand(e, n, nx)
+        for k in range(horizon):
+            torch.sub(current, mean, out=x_s)
+            x_s.div_(std)
+            x_a.copy_(a_in[:, k])
+            nxt = out[:, :, k]
+            self._step_into(nxt, current, self.net(x))
+            current = nxt
 
     def _normalize_actions(self, a: torch.Tensor) -> torch.Tensor:
         if self.config.clip_actions:
