@@ -84,13 +84,16 @@ class CheckpointStore:
         return self.root / f'ckpt-{len(self.entries) + 1:04d}'
 
     # Changes -----------------------------------------------------------------------------
-    def propose(self, path: str | os.PathLike[str], metrics: dict[str, float]) -> Entry:
+    def propose(self, path: str | os.PathLike[str], metrics: dict[str, Any],
+                baseline: float | None = None) -> Entry:
         """
         Record a saved checkpoint and decide whether it replaces the current one.
 
         Args:
             path: the saved checkpoint directory.
             metrics: must hold ``score`` (validation error, lower is better, finite).
+            baseline: the current model's score re-measured on the same validation data
+                (a fair comparison); None compares with the score it was accepted with.
 
         Returns:
             The new entry (``accepted`` tells the caller whether to publish it).
@@ -102,10 +105,12 @@ class CheckpointStore:
         if current is None:
             accepted, reason = True, 'first model'
         else:
-            bound = current.metrics['score'] * (1.0 - self.min_improvement)
+            reference = current.metrics['score'] if baseline is None else baseline
+            bound = reference * (1.0 - self.min_improvement)
             accepted = score < bound
             reason = (f'score {score:.4g} {"<" if accepted else ">="} {bound:.4g} '
-                      f'(current {Path(current.path).name}: {current.metrics["score"]:.4g})')
+                      f'(current {Path(current.path).name}: {reference:.4g}'
+                      f'{" on the same data" if baseline is not None else ""})')
         entry = Entry(str(Path(path).absolute()), time.time(), dict(metrics), accepted, reason)
         self.entries.append(entry)
         self._write()

@@ -4,6 +4,7 @@ The ``dexmpc`` command line.
     dexmpc list                               experiments, one per line: name, description
     dexmpc up <name> [--duration S] [--set node.param=value ...] [--output DIR]
     dexmpc robots                             robot specs, one per line
+    dexmpc train <bag>... --robot R --store DIR [--epochs N ...]   train, validate, propose
     dexmpc rollback <store> [--reason TEXT]   put the previous accepted model back in use
     dexmpc models <store>                     the checkpoint history of a store
 """
@@ -18,9 +19,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dexmpc_ros.core.errors import CheckpointError, ConfigError
+from tqdm import tqdm
+
+from dexmpc_ros.core.errors import BagError, CheckpointError, ConfigError
 from dexmpc_ros.core.robot_spec import available_robots, load_robot_spec
 from dexmpc_ros.models.store import CheckpointStore
+from dexmpc_ros.models.training import TrainConfig, train_from_bags
 from dexmpc_ros.runtime.experiment import describe_experiments, load_experiment
 from dexmpc_ros.runtime.runner import ExperimentRunner, default_run_dir
 from dexmpc_ros.runtime.status import format_status
@@ -42,6 +46,24 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument('--domain-id', type=int, default=None,
                     help='ROS_DOMAIN_ID for the run (default: inherit)')
     up.add_argument('--quiet', action='store_true', help='no live status line')
+    train = sub.add_parser('train', help='train a dynamics model from rosbag2 directories, '
+                           'validate it on held-out episodes and propose it to a store')
+    train.add_argument('bags', nargs='+', type=Path, help='rosbag2 directories')
+    train.add_argument('--robot', required=True, help='robot spec name or YAML path')
+    train.add_argument('--store', type=Path, required=True, help='checkpoint store directory')
+    train.add_argument('--epochs', type=int, default=TrainConfig.epochs)
+    train.add_argument('--ensemble', type=int, default=TrainConfig.ensemble_size,
+                       help='ensemble members')
+    train.add_argument('--hidden', type=int, nargs='+', default=list(TrainConfig.hidden),
+                       help='hidden layer widths')
+    train.add_argument('--holdout', type=float, default=TrainConfig.holdout,
+                       help='fraction of episodes held out for validation')
+    train.add_argument('--horizon', type=int, default=TrainConfig.horizon,
+                       help='steps of the open-loop validation error')
+    train.add_argument('--seed', type=int, default=TrainConfig.seed)
+    train.add_argument('--threads', type=int, default=0,
+                       help='torch threads (0: torch\'s default)')
+    train.add_argument('--quiet', action='store_true', help='no progress bar')
     rollback = sub.add_parser('rollback', help='take the current model out of use; the one '
                               'accepted before it is used again (the learner republishes it)')
     rollback.add_argument('store', type=Path, help='checkpoint store directory')
@@ -50,6 +72,30 @@ def _parser() -> argparse.ArgumentParser:
     models = sub.add_parser('models', help='show the checkpoint history of a store')
     models.add_argument('store', type=Path, help='checkpoint store directory')
     return parser
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train from bags, print the validation and whether the store accepted the model."""
+    config = TrainConfig(ensemble_size=args.ensemble, hidden=tuple(args.hidden),
+                         epochs=args.epochs, holdout=args.holdout, horizon=args.horizon,
+                         seed=args.seed, threads=args.threads)
+    spec = load_robot_spec(args.robot)
+    store = CheckpointStore(args.store)
+    with tqdm(total=config.epochs, unit='epoch', disable=args.quiet, desc='training') as bar:
+        def progress(epoch: int, loss: float) -> None:
+            bar.set_postfix(loss=f'{loss:.4g}')
+            bar.update(1)
+
+        result = train_from_bags(args.bags, spec, store, config, on_epoch=progress)
+    metrics = result.metrics
+    print(f'checkpoint: {result.checkpoint}')
+    print(f'held-out {metrics["horizon"]}-step error: mean {metrics["score"]:.4g}, '
+          f'last step {metrics["final"]:.4g} (state stds, {metrics["windows"]} windows)')
+    verdict = 'ACCEPTED, now current' if result.entry.accepted else 'not accepted'
+    print(f'{verdict}: {result.entry.reason}')
+    if result.plot is not None:
+        print(f'loss curve: {result.plot}')
+    return 0
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
@@ -154,12 +200,14 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_list()
         if args.command == 'robots':
             return cmd_robots()
+        if args.command == 'train':
+            return cmd_train(args)
         if args.command == 'rollback':
             return cmd_rollback(args)
         if args.command == 'models':
             return cmd_models(args)
         return cmd_up(args)
-    except (ConfigError, FileExistsError, CheckpointError) as exc:
+    except (ConfigError, FileExistsError, CheckpointError, BagError) as exc:
         print(f'dexmpc: error: {exc}', file=sys.stderr)
         return 2
 
