@@ -90,6 +90,7 @@ setup(
             'status_node = dexmpc_ros.ros.status_node:main',
             'fuzz_node = dexmpc_ros.ros.fuzz_node:main',
             'mpc_node = dexmpc_ros.ros.mpc_node:main',
+            'learner_node = dexmpc_ros.ros.learner_node:main',
         ],
     },
 )

@@ -42,7 +42,7 @@ nodes:
   safety: {{kind: safety, parameters: {{auto_arm: true}}}}
   mpc:
     kind: mpc
-    parameters: {{checkpoint: '{checkpoint}', mpc.samples: 64, mpc.horizon: 5, mpc.threads: 1}}
+    parameters: {{checkpoint: '{checkpoint}', samples: 64, horizon: 5, threads: 1}}
 """
 
 
@@ -109,3 +109,39 @@ def test_mpc_node_plans_swaps_and_refuses(tmp_path, ros_domain):
     log = (tmp_path / 'run' / 'logs' / 'mpc.log').read_text()
     assert 'checkpoint refused, keeping the current model' in log
     assert json.loads((first / 'manifest.json').read_text())['robot'] == 'hand24'
+
+
+def test_pddm_loop_explores_learns_and_plans_unattended(tmp_path, ros_env):
+    """hand_pddm_valve_sim, shrunk: explore, train, swap, retrain, all through the supervisor."""
+    import subprocess
+    import sys
+
+    from dexmpc_ros.data.bag_reader import read_bag
+    from dexmpc_ros.models.store import CheckpointStore
+    from dexmpc_ros.ros.fault_trials import command_values, joint_arrays
+    from dexmpc_ros.safety.audit import audit
+
+    run_dir = tmp_path / 'run'
+    result = subprocess.run(
+        [sys.executable, '-m', 'dexmpc_ros.runtime.cli', 'up', 'hand_pddm_valve_sim',
+         '--duration', '30', '--output', str(run_dir), '--quiet',
+         '--set', 'twin.episode_steps=10', '--set', 'learner.first_after_episodes=3',
+         '--set', 'learner.every_episodes=3', '--set', 'learner.train.epochs=5',
+         '--set', 'learner.train.hidden=[64]', '--set', 'mpc.samples=64'],
+        env=ros_env, capture_output=True, text=True, timeout=150)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    store = CheckpointStore(run_dir / 'models')
+    accepted = [e for e in store.entries if e.accepted]
+    assert len(store.entries) >= 3 and len(accepted) >= 1, [e.reason for e in store.entries]
+    mpc_log = (run_dir / 'logs' / 'mpc.log').read_text()
+    assert mpc_log.count('now planning with') >= 1
+    status = json.loads((run_dir / 'status.jsonl').read_text().splitlines()[-1])
+    mpc = status['nodes']['mpc']
+    assert mpc['exploring'] == 'False' and mpc['missed_ticks'] == '0', mpc
+    assert float(mpc['plan_ms_p50']) > 0
+    spec = load_robot_spec('hand24')
+    bag = read_bag(run_dir / 'bag', ['/joint_states', '/command', '/controller/plan'])
+    assert len(bag['/controller/plan']) > 50
+    _, pos, vel = joint_arrays(bag['/joint_states'], spec)
+    commands = np.array([command_values(m, spec) for _, m in bag['/command']])
+    assert audit(spec, pos, vel, commands).total == 0

@@ -14,7 +14,9 @@ and adds what a learned controller needs around the planner:
   uncertainty figure, the ensemble's disagreement on the next state for the executed action
   (std over members in units of each state dimension's std, averaged over dimensions).
 
-Without a model it returns None (the node then publishes nothing and the supervisor holds).
+Without a model it returns None (the node then publishes nothing and the supervisor holds),
+or, given an ``explorer`` (PDDM: the random-walk policy), the explorer's command: the
+autonomous loop explores until the learner's first checkpoint arrives, then plans.
 """
 
 from __future__ import annotations
@@ -106,10 +108,12 @@ class MPCController:
         model: an object with ``ensemble_size``, ``rollout`` and ``predict`` (a
             ``DeltaDynamics``), or None until :meth:`swap`.
         layout: the model's state layout (from its manifest).
+        explorer: a controller (``act(obs)``, ``reset()``) used while there is no model.
     """
 
     def __init__(self, spec: RobotSpec, config: MPCConfig | None = None,
-                 model: Any = None, layout: StateLayout | None = None) -> None:
+                 model: Any = None, layout: StateLayout | None = None,
+                 explorer: Any = None) -> None:
         self.spec = spec
         self.config = config or MPCConfig()
         self.scaler = ActionScaler(spec)
@@ -121,6 +125,7 @@ class MPCController:
         self.last_state: np.ndarray | None = None
         self.last_action: np.ndarray | None = None
         self.uncertainty = float('nan')
+        self.explorer = explorer
         if model is not None:
             self.swap(model, layout)
 
@@ -132,8 +137,10 @@ class MPCController:
         self.model, self.layout, self._reward = model, layout, reward  # one tick sees both
 
     def reset(self) -> None:
-        """New episode: forget the planner's warm start."""
+        """New episode: forget the planner's warm start (and the explorer's walk)."""
         self.planner.reset()
+        if self.explorer is not None:
+            self.explorer.reset()
 
     def act(self, obs: Observation) -> np.ndarray | None:
         """
@@ -145,13 +152,18 @@ class MPCController:
         """
         model, layout, reward = self.model, self.layout, self._reward
         if model is None:
-            return None
+            return None if self.explorer is None else self.explorer.act(obs)
         state = layout.vector(obs, self.spec.joint_names)
         with _threads(self.config.threads):
             action = self.planner.plan(torch.from_numpy(state).float(), model, reward)
             self.uncertainty = self._disagreement(model, state, action)
         self.last_state, self.last_action = state, action
         return self.scaler.to_command(action)
+
+    @property
+    def exploring(self) -> bool:
+        """True while the explorer acts (no model yet)."""
+        return self.model is None and self.explorer is not None
 
     @property
     def info(self) -> dict[str, Any]:

@@ -402,7 +402,7 @@ class DeltaDynamics:
     # ---------------------------------------------------------------- validation
 
     def multi_step_error(self, episodes: Sequence[tuple[Any, Any]],
-                         horizon: int) -> dict[str, Any]:
+                         horizon: int, scale: Any = None) -> dict[str, Any]:
         """
         Error of open-loop ``horizon``-step predictions from every start of every episode.
 
@@ -413,6 +413,9 @@ class DeltaDynamics:
             episodes: ``(states (T+1, nx), actions (T, nu))`` pairs; an episode with
                 T < horizon has no window and is skipped.
             horizon: H >= 1.
+            scale: (nx,) per-dimension error unit; None uses this model's state std. Give
+                the same scale (e.g. the validation data's std) to compare two models:
+                each model's own std differs with the data it was trained on.
 
         Returns:
             ``{'horizon': H, 'windows': W, 'per_step': [e_1..e_H], 'mean': mean of
@@ -444,11 +447,12 @@ class DeltaDynamics:
         if not starts:
             raise ValueError(f'no episode has at least horizon={horizon} actions')
         start, seq, truth = (np.concatenate(x) for x in (starts, seqs, truths))
+        unit = self.state_norm.std if scale is None else np.asarray(scale, dtype=np.float64)
         sq_sum = np.zeros(horizon)
         for lo in range(0, start.shape[0], _WINDOW_CHUNK):
             hi = lo + _WINDOW_CHUNK
             pred = self.rollout(start[lo:hi], np.ascontiguousarray(seq[lo:hi]))
-            err = (pred - truth[lo:hi]) / self.state_norm.std  # (E, W, H, nx), float64
+            err = (pred - truth[lo:hi]) / unit  # (E, W, H, nx), float64
             sq_sum += np.square(err).sum(axis=(0, 1, 3))
         per_step = np.sqrt(sq_sum / (self.ensemble_size * start.shape[0] * nx))
         return {'horizon': horizon, 'windows': int(start.shape[0]),

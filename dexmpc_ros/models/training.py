@@ -12,7 +12,8 @@ finished episodes)::
          -> save a checkpoint (atomic) and propose it: accepted only if it is better
          -> loss-curve PNG next to it
 
-The score is the mean normalized H-step prediction error (lower is better).
+The score is the mean H-step prediction error in units of the held-out states' std per
+dimension (lower is better); both models are measured in the same units.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from dexmpc_ros.core.errors import CheckpointError
 from dexmpc_ros.core.robot_spec import RobotSpec
@@ -44,7 +47,7 @@ class TrainConfig:
         batch_size: minibatch size.
         lr: Adam learning rate.
         noise_to_signal: training noise std as a fraction of |mean| per dimension.
-        holdout: fraction of episodes held out for validation.
+        holdout: fraction of episodes held out for validation (the newest ones).
         horizon: H of the validation's open-loop prediction error.
         min_improvement: a new model must cut the current score by this fraction.
         seed: initialization, shuffling and split seed.
@@ -119,7 +122,7 @@ def train_from_bags(bags: Sequence[str | Path], spec: RobotSpec, store: Checkpoi
         except CheckpointError:
             current = None  # an unreadable current model cannot be the baseline
     data, sources = transitions_from_bags(bags, spec, layout=layout)
-    train, validation = data.split_by_episode(config.holdout, seed=config.seed)
+    train, validation = data.split_by_episode(_newest(data, config.holdout))
     if len(train) == 0 or len(validation) == 0:
         raise ValueError(f'need at least 2 episodes to train and validate, got '
                          f'{len(data.episode_ids())} in {len(sources)} bag(s)')
@@ -141,15 +144,34 @@ def train_from_bags(bags: Sequence[str | Path], spec: RobotSpec, store: Checkpoi
     return TrainResult(entry, path, metrics, losses, figure)
 
 
+def _newest(data: Transitions, fraction: float) -> list[int]:
+    """
+    The newest episodes, ``fraction`` of them (at least one, never all), for validation.
+
+    Newest, not random: the model in use was trained on older episodes, so only episodes
+    recorded since then are held out for both models (a random pick would test the old
+    model on its own training data and favour it).
+    """
+    ids = sorted(int(i) for i in data.episode_ids())
+    count = min(max(1, math.ceil(fraction * len(ids))), len(ids) - 1)
+    return ids[len(ids) - count:] if count > 0 else []
+
+
 def _validate(model: DeltaDynamics, validation: Transitions, horizon: int) -> dict[str, Any]:
     episodes = validation.episodes()
     longest = max((len(actions) for _, actions in episodes), default=0)
     h = min(horizon, longest)
     if h < 1:
         raise ValueError('validation episodes have no transitions')
-    error = model.multi_step_error(episodes, h)
+    error = model.multi_step_error(episodes, h, scale=_error_unit(validation))
     return {'score': float(error['mean']), 'horizon': h, 'final': float(error['final']),
             'per_step': [float(e) for e in error['per_step']], 'windows': error['windows']}
+
+
+def _error_unit(validation: Transitions) -> np.ndarray:
+    """Per-dimension std of the held-out states (1 where constant): one unit for all models."""
+    std = validation.states.std(axis=0)
+    return np.where(std > 1e-6, std, 1.0)
 
 
 def _baseline(current: Entry | None, validation: Transitions, horizon: int,

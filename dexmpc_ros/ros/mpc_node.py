@@ -8,7 +8,8 @@ predicted joint positions on ``controller/plan`` and the ensemble disagreement o
 ``episode`` resets the planner's warm start.
 
 Checkpoints: the ``checkpoint`` parameter names one to start with (empty: publish nothing
-until one arrives; the supervisor holds the robot). A path on ``learner/checkpoint``
+until one arrives, so the supervisor holds the robot; or, with ``explore``, run PDDM's
+random walk until then). A path on ``learner/checkpoint``
 (std_msgs/String) is loaded and verified on a background thread (robot and action names
 must match; a corrupt or mismatched checkpoint is refused with the reason on
 ``diagnostics`` and the running model stays); the next tick swaps it in. Ticks that come
@@ -31,6 +32,7 @@ from std_msgs.msg import Int32, String
 from trajectory_msgs.msg import JointTrajectory
 
 from dexmpc_ros.control.mpc import MPCConfig, MPCController
+from dexmpc_ros.control.random_walk import RandomWalkConfig, RandomWalkController
 from dexmpc_ros.core.errors import CheckpointError
 from dexmpc_ros.core.rate import RateMeter
 from dexmpc_ros.core.robot_spec import load_robot_spec
@@ -50,10 +52,14 @@ class MPCNode(Node):
     def __init__(self) -> None:
         super().__init__('mpc')
         self.spec = load_robot_spec(declare(self, 'robot', 'hand24', 'robot spec name or path'))
-        self.config = config_from_node(self, MPCConfig, prefix='mpc.')
+        self.config = config_from_node(self, MPCConfig)
         start = declare(self, 'checkpoint', '', 'checkpoint directory to start with ('
                         '"" = wait for learner/checkpoint)')
-        self.mpc = MPCController(self.spec, self.config)
+        explore = declare(self, 'explore', False, 'random-walk exploration (random_walk.* '
+                          'parameters) until the first checkpoint arrives')
+        explorer = (RandomWalkController(self.spec, config_from_node(
+            self, RandomWalkConfig, prefix='random_walk.')) if explore else None)
+        self.mpc = MPCController(self.spec, self.config, explorer=explorer)
         self.period_s = self.spec.period_s
         self._joints: JointState | None = None
         self._task: JointState | None = None
@@ -147,6 +153,8 @@ class MPCNode(Node):
         self.pub_command.publish(convert.command_msg(
             obs.stamp_ns, self.spec.command_names, command, self.spec.command_interface))
         self._rate.tick()
+        if self.mpc.exploring:
+            return
         info = self.mpc.info
         self._plan_ms.append(info.get('plan_time_ms', float('nan')))
         names, positions = self.mpc.predicted_joint_positions()
@@ -166,8 +174,11 @@ class MPCNode(Node):
                   'swaps': self.swaps, 'refused': refused, 'missed_ticks': self.missed_ticks,
                   'plan_ms_p50': float(np.nanpercentile(plan, 50)) if self._plan_ms else 0.0,
                   'plan_ms_p99': float(np.nanpercentile(plan, 99)) if self._plan_ms else 0.0,
-                  'uncertainty': self.mpc.uncertainty, 'last_error': error}
-        if not self.checkpoint:
+                  'uncertainty': self.mpc.uncertainty, 'last_error': error,
+                  'exploring': self.mpc.exploring}
+        if not self.checkpoint and self.mpc.exploring:
+            level, message = 'ok', 'exploring (random walk) until the first checkpoint'
+        elif not self.checkpoint:
             level, message = 'warn', 'no model yet: waiting for learner/checkpoint'
         elif error:
             level, message = 'warn', error

@@ -53,6 +53,7 @@ NODE_KINDS: dict[str, NodeKind] = {
     'recorder': NodeKind('dexmpc_ros.ros.recorder_node', 'recorder_node'),
     'fuzz': NodeKind('dexmpc_ros.ros.fuzz_node', 'fuzz_node'),
     'mpc': NodeKind('dexmpc_ros.ros.mpc_node', 'mpc_node'),
+    'learner': NodeKind('dexmpc_ros.ros.learner_node', 'learner_node'),
 }
 #: backend -> robot -> node kind that moves the robot.
 ROBOT_NODES: dict[str, dict[str, str]] = {
@@ -270,8 +271,9 @@ def node_descriptions(experiment: Experiment, run_dir: str | Path | None = None
 
     Args:
         experiment: the parsed spec.
-        run_dir: the run folder; the recorder writes ``<run_dir>/bag``. None leaves the
-            recorder's ``output_dir`` as given in the spec (launch users pass it).
+        run_dir: the run folder; the recorder writes ``<run_dir>/bag``, the learner reads
+            it and keeps its checkpoints in ``<run_dir>/models``. None leaves those
+            parameters as given in the spec (launch users pass them).
     """
     descriptions = []
     for node in experiment.nodes:
@@ -283,6 +285,9 @@ def node_descriptions(experiment: Experiment, run_dir: str | Path | None = None
             params['publish_clock'] = experiment.use_sim_time
         if kind == 'recorder' and run_dir is not None:
             params['output_dir'] = str(Path(run_dir) / 'bag')
+        if kind == 'learner' and run_dir is not None:
+            params['bag_dir'] = str(Path(run_dir) / 'bag')
+            params['store_dir'] = str(Path(run_dir) / 'models')
         params.update(node.parameters)
         code = NODE_KINDS[kind]
         descriptions.append(NodeDescription(node.name, kind, code.module, code.executable,
