@@ -12,8 +12,8 @@ finished episodes)::
          -> save a checkpoint (atomic) and propose it: accepted only if it is better
          -> loss-curve PNG next to it
 
-The score is the mean H-step prediction error in units of the held-out states' std per
-dimension (lower is better); both models are measured in the same units.
+The score is the mean H-step prediction error in units of the states' std per dimension
+over all the data (lower is better); both models are measured in the same units.
 """
 
 from __future__ import annotations
@@ -128,8 +128,9 @@ def train_from_bags(bags: Sequence[str | Path], spec: RobotSpec, store: Checkpoi
                          f'{len(data.episode_ids())} in {len(sources)} bag(s)')
     model = DeltaDynamics(len(data.state_names), len(data.action_names), config.dynamics())
     losses = model.fit(train.states, train.actions, train.next_states, on_epoch=on_epoch)
-    metrics = _validate(model, validation, config.horizon)
-    baseline = _baseline(current, validation, config.horizon, spec)
+    unit = _error_unit(data)
+    metrics = _validate(model, validation, config.horizon, unit)
+    baseline = _baseline(current, validation, config.horizon, spec, unit)
     if baseline is not None:
         metrics['current_score'] = baseline
     path = save_checkpoint(store.next_path(), model, {
@@ -157,25 +158,31 @@ def _newest(data: Transitions, fraction: float) -> list[int]:
     return ids[len(ids) - count:] if count > 0 else []
 
 
-def _validate(model: DeltaDynamics, validation: Transitions, horizon: int) -> dict[str, Any]:
+def _validate(model: DeltaDynamics, validation: Transitions, horizon: int,
+              unit: np.ndarray) -> dict[str, Any]:
     episodes = validation.episodes()
     longest = max((len(actions) for _, actions in episodes), default=0)
     h = min(horizon, longest)
     if h < 1:
         raise ValueError('validation episodes have no transitions')
-    error = model.multi_step_error(episodes, h, scale=_error_unit(validation))
+    error = model.multi_step_error(episodes, h, scale=unit)
     return {'score': float(error['mean']), 'horizon': h, 'final': float(error['final']),
             'per_step': [float(e) for e in error['per_step']], 'windows': error['windows']}
 
 
-def _error_unit(validation: Transitions) -> np.ndarray:
-    """Per-dimension std of the held-out states (1 where constant): one unit for all models."""
-    std = validation.states.std(axis=0)
+def _error_unit(data: Transitions) -> np.ndarray:
+    """
+    Per-dimension std of all the states (1 where constant): one unit for both models.
+
+    All the data, not only the held-out part: a few held-out episodes can leave a dimension
+    nearly constant, and dividing by its tiny std made scores jump by 50x between trainings.
+    """
+    std = data.states.std(axis=0)
     return np.where(std > 1e-6, std, 1.0)
 
 
 def _baseline(current: Entry | None, validation: Transitions, horizon: int,
-              spec: RobotSpec) -> float | None:
+              spec: RobotSpec, unit: np.ndarray) -> float | None:
     """The current model's score on the same held-out episodes (None without one)."""
     if current is None:
         return None
@@ -185,7 +192,7 @@ def _baseline(current: Entry | None, validation: Transitions, horizon: int,
                                    expect_action_names=validation.action_names)
     except CheckpointError:
         return None
-    score = _validate(model, validation, horizon)['score']
+    score = _validate(model, validation, horizon, unit)['score']
     return score if math.isfinite(score) else None
 
 
