@@ -20,7 +20,7 @@ list: setup
 
 # -n 2: two workers on two cores; each test graph has its own ROS_DOMAIN_ID.
 test: setup
-	$(PY) -m pytest -n 2 -q --timeout 600 $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadgroup -q --timeout 600 $(PYTEST_ARGS)
 
 test-fast: setup
 	$(PY) -m pytest -n 2 -q -m 'not e2e' $(PYTEST_ARGS)

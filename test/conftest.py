@@ -30,6 +30,20 @@ _WORKER_INDEX = int(_WORKER[2:]) if _WORKER[2:].isdigit() else 0
 _DOMAINS = itertools.cycle(range(1 + 25 * (_WORKER_INDEX % 4), 26 + 25 * (_WORKER_INDEX % 4)))
 
 
+def pytest_collection_modifyitems(config, items):
+    """
+    Run every end-to-end test (``e2e``) on one xdist worker, one after another.
+
+    Each starts a whole graph (twin, safety, controllers, recorder: 4-6 busy processes);
+    two at once on 2 cores starve each other's twins below their control rate and make
+    timing checks fail for the wrong reason. The other worker runs the unit tests
+    meanwhile (``make test`` uses ``--dist loadgroup``).
+    """
+    for item in items:
+        if item.get_closest_marker('e2e') is not None:
+            item.add_marker(pytest.mark.xdist_group('e2e'))
+
+
 @pytest.fixture
 def ros_domain() -> int:
     """A ROS_DOMAIN_ID no other concurrently running test uses."""
