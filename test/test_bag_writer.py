@@ -239,3 +239,13 @@ def test_sigkill_leaves_a_bag_with_every_flushed_message(tmp_path):
     assert [t for t, _ in loaded] == list(range(1000, 1200))
     assert [m.position[0] for _, m in loaded] == list(range(200))
     assert (bag / '.partial').is_dir()  # the lost, still-open segment
+
+
+def test_a_bag_of_only_silent_topics_still_lists_them(tmp_path):
+    from dexmpc_ros.data.bag_reader import bag_info
+
+    writer = BagWriter(tmp_path / 'quiet')
+    writer.add_topic('/silent', INT32)
+    writer.close()
+    info = bag_info(tmp_path / 'quiet')
+    assert '/silent' in info.topics and info.topics['/silent'].message_count == 0

@@ -350,7 +350,12 @@ class BagWriter:
                 except queue.Empty:
                     item = None
                 if item is _STOP:
+                    had_segment = self._segment is not None
                     self._rotate()
+                    if not had_segment:
+                        # no segment to close, so _rotate wrote nothing: still list the
+                        # registered topics (a silent topic is part of the recording)
+                        self._write_metadata()
                     return
                 if isinstance(item, _Flush):
                     self._rotate()
