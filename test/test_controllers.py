@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import ROBOTS
 
-from dexmpc_ros.control.action_space import ActionScaler
+from dexmpc_ros.core.action_space import ActionScaler
 from dexmpc_ros.control.random_walk import RandomWalkConfig, RandomWalkController
 from dexmpc_ros.control.registry import CONTROLLERS, config_fields, make_controller
 from dexmpc_ros.control.scripted import ScriptedConfig, ScriptedController

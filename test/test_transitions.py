@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from rosbags.typesys import Stores, get_typestore
 
-from dexmpc_ros.control.action_space import ActionScaler
+from dexmpc_ros.core.action_space import ActionScaler
 from dexmpc_ros.core.errors import BagError
 from dexmpc_ros.core.robot_spec import load_robot_spec
 from dexmpc_ros.core.state_layout import StateLayout
@@ -485,3 +485,22 @@ def test_hand_twin_transitions_match_what_the_twin_ran(tmp_path, sim_time):
                           DynamicsConfig(ensemble_size=1, hidden=(8,)))
     model.fit(data.states, data.actions, data.next_states, epochs=0)
     assert model.multi_step_error(chains, horizon=5)['windows'] == (12 - 4) + (7 - 4) + (12 - 4)
+
+
+def test_delta_actions_are_the_step_from_the_measured_state(tmp_path):
+    from dexmpc_ros.core.action_space import DeltaActionScaler
+
+    spec = load_robot_spec('hand24')
+    recording = TwinRecording(tmp_path / 'hand', spec, sim_time=False, seed=4)
+    recording.run(steps=20, episode_steps=10, reset_at=-1, skip={3})
+    absolute = transitions_from_bag(tmp_path / 'hand', spec)
+    delta = transitions_from_bag(tmp_path / 'hand', spec, action_space='delta')
+    np.testing.assert_array_equal(delta.states, absolute.states)
+    q = absolute.states[:, absolute.layout.columns(
+        ['pos/' + n for n in spec.command_names])]
+    command = ActionScaler(spec).to_command_unclipped(absolute.actions)
+    expected = (command - q) / DeltaActionScaler(spec).step
+    np.testing.assert_allclose(delta.actions, expected, atol=1e-9)
+    assert np.abs(delta.actions).max() > 1.0  # random targets jump further than one step
+    with pytest.raises(ValueError, match='action_space'):
+        transitions_from_bag(tmp_path / 'hand', spec, action_space='relative')

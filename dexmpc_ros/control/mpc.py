@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dexmpc_ros.control.action_space import ActionScaler
+from dexmpc_ros.core.action_space import ACTION_SPACES, ActionScaler, DeltaActionScaler
 from dexmpc_ros.control.cem import CEMConfig, CEMPlanner
 from dexmpc_ros.control.mppi import MPPIConfig, MPPIPlanner
 from dexmpc_ros.control.random_shooting import RandomShootingConfig, RandomShootingPlanner
@@ -59,6 +59,9 @@ class MPCConfig:
         seed: planner noise seed (-1: nondeterministic).
         threads: torch threads for planning (0: leave torch's setting); 1 suits a busy
             2-core machine.
+        action_space: ``absolute`` (PDDM: normalized joint targets) or ``delta`` (change
+            from the measured state per step, in units of the supervisor's step bound: no
+            planned action is ever clamped); must match the model's training.
     """
 
     planner: str = 'mppi'
@@ -73,8 +76,12 @@ class MPCConfig:
     std_penalty: float = 0.0
     seed: int = 0
     threads: int = 1
+    action_space: str = 'absolute'
 
     def __post_init__(self) -> None:
+        if self.action_space not in ACTION_SPACES:
+            raise ValueError(f'action_space must be one of {ACTION_SPACES}, got '
+                             f'{self.action_space!r}')
         if self.planner not in PLANNERS:
             raise ValueError(f'planner must be one of {PLANNERS}, got {self.planner!r}')
         if not (isinstance(self.threads, int) and self.threads >= 0):
@@ -117,6 +124,7 @@ class MPCController:
         self.spec = spec
         self.config = config or MPCConfig()
         self.scaler = ActionScaler(spec)
+        self.delta = DeltaActionScaler(spec) if self.config.action_space == 'delta' else None
         self.planner = _PLANNER_CLASSES[self.config.planner](
             len(spec.command_names), self.config.planner_config())
         self.model = None
@@ -158,6 +166,10 @@ class MPCController:
             action = self.planner.plan(torch.from_numpy(state).float(), model, reward)
             self.uncertainty = self._disagreement(model, state, action)
         self.last_state, self.last_action = state, action
+        if self.delta is not None:
+            measured = obs.position if self.spec.command_interface == 'position' \
+                else obs.velocity
+            return self.delta.to_command(action, measured[self.spec.actuated_index])
         return self.scaler.to_command(action)
 
     @property

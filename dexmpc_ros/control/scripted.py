@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dexmpc_ros.control.action_space import ActionScaler
+from dexmpc_ros.core.action_space import ActionScaler
 from dexmpc_ros.core.robot_spec import RobotSpec
 from dexmpc_ros.core.types import Observation
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dexmpc_ros.control.action_space import ActionScaler
+from dexmpc_ros.core.action_space import ActionScaler, DeltaActionScaler
 from dexmpc_ros.core.robot_spec import RobotSpec
 from dexmpc_ros.core.state_layout import StateLayout
 from dexmpc_ros.core.types import Observation
@@ -33,14 +33,16 @@ class TwinModel:
         spec: its robot spec.
         layout: state columns (the planner reward reads them).
         supervised: apply the supervisor's step/velocity/box clamps to each command.
+        action_space: ``absolute`` or ``delta`` (see core/action_space.py).
     """
 
     ensemble_size = 1
 
     def __init__(self, twin: MujocoTwin, spec: RobotSpec, layout: StateLayout,
-                 supervised: bool = True) -> None:
+                 supervised: bool = True, action_space: str = 'absolute') -> None:
         self.twin, self.spec, self.layout = twin, spec, layout
         self.scaler = ActionScaler(spec)
+        self.delta = DeltaActionScaler(spec) if action_space == 'delta' else None
         self.supervised = supervised
         self._snapshot = None
         position = spec.command_interface == 'position'
@@ -63,6 +65,11 @@ class TwinModel:
 
     def command(self, action: np.ndarray) -> np.ndarray:
         """The command the robot would be sent for a normalized action (m,) now."""
+        if self.delta is not None:
+            joints = self.twin.joints()
+            measured = (joints.position if self.spec.command_interface == 'position'
+                        else joints.velocity)[self.spec.actuated_index]
+            return self.delta.to_command(action, measured)
         command = self.scaler.to_command(action)
         if self.supervised and self._bound is not None:
             q = self.twin.joints().position[self.spec.actuated_index]

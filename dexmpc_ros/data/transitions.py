@@ -48,7 +48,7 @@ Dropped data, never guessed:
   is skipped with a warning: the twin ignores such a command and keeps its last one, so
   the action in force stays. A permutation is reordered by name to command order.
 
-Actions are normalized with :class:`~dexmpc_ros.control.action_space.ActionScaler`
+Actions are normalized with :class:`~dexmpc_ros.core.action_space.ActionScaler`
 (margin 0) and not clipped: a command outside the limits maps outside [-1, 1], and the
 model clips at its input (``DynamicsConfig.clip_actions``).
 
@@ -70,7 +70,7 @@ from typing import Any
 
 import numpy as np
 
-from dexmpc_ros.control.action_space import ActionScaler
+from dexmpc_ros.core.action_space import ACTION_SPACES, ActionScaler, DeltaActionScaler
 from dexmpc_ros.core.errors import BagError
 from dexmpc_ros.core.robot_spec import RobotSpec
 from dexmpc_ros.core.state_layout import POS, TASK, VEL, StateLayout
@@ -248,7 +248,7 @@ class Transitions:
 def transitions_from_bag(bag_dir: str | Path, spec: RobotSpec,
                          task_names: Sequence[str] | None = None,
                          layout: StateLayout | None = None,
-                         namespace: str = '') -> Transitions:
+                         namespace: str = '', action_space: str = 'absolute') -> Transitions:
     """
     Read one bag's transitions (see the module docstring for the rules).
 
@@ -262,6 +262,9 @@ def transitions_from_bag(bag_dir: str | Path, spec: RobotSpec,
             trained with). Its ``pos/`` and ``vel/`` columns must be joints of ``spec``.
         namespace: robot namespace of the topics (``/<namespace>/joint_states``, ...);
             empty: the one topic of each name in any namespace.
+        action_space: ``absolute`` (commands as normalized targets, ``ActionScaler``) or
+            ``delta`` (change from the measured state where the step starts, in units of
+            the supervisor's per-step bound, ``DeltaActionScaler``).
 
     Raises:
         BagError: naming the bag: missing/corrupt/incomplete bag, a needed topic missing
@@ -308,6 +311,8 @@ def transitions_from_bag(bag_dir: str | Path, spec: RobotSpec,
     states = _state_matrix(path, layout, spec, joints, task)
     valid = np.all(np.isfinite(states), axis=1)
 
+    if action_space not in ACTION_SPACES:
+        raise ValueError(f'action_space must be one of {ACTION_SPACES}, got {action_space!r}')
     scaler = ActionScaler(spec)
     cmd_events = [events[i] for i in per_topic[by_key[COMMAND_TOPIC]]]
     actions, bad = [], []
@@ -350,8 +355,14 @@ def transitions_from_bag(bag_dir: str | Path, spec: RobotSpec,
             f'episode messages')
     first, action, second, segments = zip(*rows)
     first, second = np.array(first), np.array(second)
+    action = np.stack(action)
+    if action_space == 'delta':  # from the absolute action back to the command, then relative
+        measured = (joints.position if spec.command_interface == 'position'
+                    else joints.velocity)[first][:, spec.actuated_index]
+        action = DeltaActionScaler(spec).to_action(scaler.to_command_unclipped(action),
+                                                   measured)
     _, episode = np.unique(np.array(segments), return_inverse=True)
-    result = Transitions(states[first], np.stack(action), states[second], episode,
+    result = Transitions(states[first], action, states[second], episode,
                          joints.stamps[first], layout.names, tuple(spec.command_names))
     log.info('%s: %d transitions in %d episodes (%d of %d states incomplete, %d malformed '
              'commands)', path, len(result), len(result.episode_ids()),
@@ -362,7 +373,8 @@ def transitions_from_bag(bag_dir: str | Path, spec: RobotSpec,
 def transitions_from_bags(bag_dirs: Iterable[str | Path], spec: RobotSpec,
                           task_names: Sequence[str] | None = None,
                           layout: StateLayout | None = None,
-                          namespace: str = '') -> tuple[Transitions, list[str]]:
+                          namespace: str = '',
+                          action_space: str = 'absolute') -> tuple[Transitions, list[str]]:
     """
     Read and concatenate several bags with one state layout.
 
@@ -383,7 +395,7 @@ def transitions_from_bags(bag_dirs: Iterable[str | Path], spec: RobotSpec,
         raise ValueError('transitions_from_bags needs at least one bag')
     parts = []
     for bag in dirs:
-        part = transitions_from_bag(bag, spec, task_names, layout, namespace)
+        part = transitions_from_bag(bag, spec, task_names, layout, namespace, action_space)
         layout = layout if layout is not None else part.layout
         parts.append(part)
     return Transitions.concat(parts), [os.fspath(d.resolve()) for d in dirs]

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from dexmpc_ros.core.action_space import ACTION_SPACES
 from dexmpc_ros.core.errors import CheckpointError
 from dexmpc_ros.core.robot_spec import RobotSpec
 from dexmpc_ros.core.state_layout import StateLayout
@@ -52,6 +53,8 @@ class TrainConfig:
         min_improvement: a new model must cut the current score by this fraction.
         seed: initialization, shuffling and split seed.
         threads: torch threads while training (0: leave torch's setting).
+        action_space: how commands become model actions: ``absolute`` or ``delta``
+            (core/action_space.py); stored in the manifest, the MPC must use the same.
     """
 
     ensemble_size: int = 3
@@ -65,8 +68,12 @@ class TrainConfig:
     min_improvement: float = 0.0
     seed: int = 0
     threads: int = 1
+    action_space: str = 'absolute'
 
     def __post_init__(self) -> None:
+        if self.action_space not in ACTION_SPACES:
+            raise ValueError(f'action_space must be one of {ACTION_SPACES}, got '
+                             f'{self.action_space!r}')
         if not 0.0 < self.holdout < 1.0:
             raise ValueError(f'holdout must be in (0, 1), got {self.holdout!r}')
         if not (isinstance(self.horizon, int) and self.horizon >= 1):
@@ -121,7 +128,8 @@ def train_from_bags(bags: Sequence[str | Path], spec: RobotSpec, store: Checkpoi
             layout = StateLayout(tuple(manifest['state_names']))
         except CheckpointError:
             current = None  # an unreadable current model cannot be the baseline
-    data, sources = transitions_from_bags(bags, spec, layout=layout)
+    data, sources = transitions_from_bags(bags, spec, layout=layout,
+                                          action_space=config.action_space)
     train, validation = data.split_by_episode(_newest(data, config.holdout))
     if len(train) == 0 or len(validation) == 0:
         raise ValueError(f'need at least 2 episodes to train and validate, got '
@@ -137,6 +145,7 @@ def train_from_bags(bags: Sequence[str | Path], spec: RobotSpec, store: Checkpoi
         'state_names': list(data.state_names), 'action_names': list(data.action_names),
         'robot': spec.name, 'source_bags': [str(s) for s in sources],
         'metrics': metrics, 'extra': {'train_config': _jsonable(asdict(config)),
+                                      'action_space': config.action_space,
                                       'train_transitions': len(train),
                                       'validation_transitions': len(validation),
                                       'losses': losses}})

@@ -113,6 +113,10 @@ class MPCNode(Node):
             model, manifest = load_checkpoint(path, expect_robot=self.spec.name,
                                               expect_action_names=self.spec.command_names)
             layout = StateLayout(tuple(manifest['state_names']))
+            trained = manifest.get('extra', {}).get('action_space', 'absolute')
+            if trained != self.config.action_space:
+                raise CheckpointError(f'{path}: trained with {trained} actions, this node '
+                                      f'plans {self.config.action_space} actions')
         except (CheckpointError, ValueError) as exc:
             with self._lock:
                 self.refused += 1
