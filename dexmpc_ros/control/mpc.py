@@ -36,6 +36,7 @@ from dexmpc_ros.control.task_rewards import make_reward, torch_reward
 from dexmpc_ros.core.robot_spec import RobotSpec
 from dexmpc_ros.core.state_layout import POS, StateLayout
 from dexmpc_ros.core.types import Observation
+from dexmpc_ros.models.dynamics import torch_threads
 
 PLANNERS = ('mppi', 'cem', 'random_shooting')
 
@@ -162,7 +163,7 @@ class MPCController:
         if model is None:
             return None if self.explorer is None else self.explorer.act(obs)
         state = layout.vector(obs, self.spec.joint_names)
-        with _threads(self.config.threads):
+        with torch_threads(self.config.threads):
             action = self.planner.plan(torch.from_numpy(state).float(), model, reward)
             self.uncertainty = self._disagreement(model, state, action)
         self.last_state, self.last_action = state, action
@@ -199,20 +200,3 @@ class MPCController:
         predicted = np.asarray(model.predict(state[None], action[None]))[:, 0]  # (E, nx)
         scale = np.asarray(getattr(model.state_norm, 'std', 1.0), dtype=np.float64)
         return float(np.mean(predicted.std(axis=0) / scale))
-
-
-class _threads:
-    """Set torch's intra-op threads for a block (0: leave them)."""
-
-    def __init__(self, threads: int) -> None:
-        self.threads = threads
-        self.saved = None
-
-    def __enter__(self) -> None:
-        if self.threads:
-            self.saved = torch.get_num_threads()
-            torch.set_num_threads(self.threads)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.saved is not None:
-            torch.set_num_threads(self.saved)

@@ -156,7 +156,7 @@ def add_noise(data: np.ndarray, noise_to_signal: float, rng: np.random.Generator
 
 
 @contextmanager
-def _torch_threads(threads: int) -> Iterator[None]:
+def torch_threads(threads: int) -> Iterator[None]:
     """Run the block with ``threads`` torch threads (0: unchanged), then restore."""
     old = torch.get_num_threads()
     if threads <= 0 or threads == old:
@@ -286,7 +286,7 @@ class DeltaDynamics:
         optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
         losses: list[float] = []
         self.net.train()
-        with _torch_threads(cfg.threads):
+        with torch_threads(cfg.threads):
             for epoch in range(epochs):
                 if cfg.bootstrap:
                     # Each member shuffles its own resample: (E, T) row indices.
@@ -335,7 +335,7 @@ class DeltaDynamics:
                              f'{tuple(a.shape)}')
         batch = s.shape[-2]
         out = torch.empty(e, batch, nx)
-        with _torch_threads(self.config.threads), torch.inference_mode():
+        with torch_threads(self.config.threads), torch.inference_mode():
             s = s.expand(e, batch, nx)
             x = torch.cat([self.state_norm.normalize(s),
                            self._normalize_actions(a).expand(e, batch, nu)], dim=2)
@@ -366,7 +366,7 @@ class DeltaDynamics:
         if s0.shape not in ((nx,), (n, nx)):
             raise ValueError(f'state must be ({nx},) or (N={n}, {nx}), got {tuple(s0.shape)}')
         out = torch.empty(e, n, horizon, nx)
-        with _torch_threads(self.config.threads), torch.inference_mode():
+        with torch_threads(self.config.threads), torch.inference_mode():
             if self.config.hidden:
                 rollout_fast(self, out, s0, a)
             else:
