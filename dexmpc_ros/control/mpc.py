@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dexmpc_ros.core.action_space import ACTION_SPACES, ActionScaler, DeltaActionScaler
+from dexmpc_ros.core.action_space import ActionScaler, DeltaActionScaler, check_action_space
 from dexmpc_ros.control.cem import CEMConfig, CEMPlanner
 from dexmpc_ros.control.mppi import MPPIConfig, MPPIPlanner
 from dexmpc_ros.control.random_shooting import RandomShootingConfig, RandomShootingPlanner
@@ -80,9 +80,7 @@ class MPCConfig:
     action_space: str = 'absolute'
 
     def __post_init__(self) -> None:
-        if self.action_space not in ACTION_SPACES:
-            raise ValueError(f'action_space must be one of {ACTION_SPACES}, got '
-                             f'{self.action_space!r}')
+        check_action_space(self.action_space)
         if self.planner not in PLANNERS:
             raise ValueError(f'planner must be one of {PLANNERS}, got {self.planner!r}')
         if not (isinstance(self.threads, int) and self.threads >= 0):

@@ -57,6 +57,12 @@ class ActionScaler:
 ACTION_SPACES = ('absolute', 'delta')
 
 
+def check_action_space(value: str) -> None:
+    """Raise ValueError naming ``value`` unless it is one of :data:`ACTION_SPACES`."""
+    if value not in ACTION_SPACES:
+        raise ValueError(f'action_space must be one of {ACTION_SPACES}, got {value!r}')
+
+
 class DeltaActionScaler:
     """
     Normalized per-step changes relative to the measured state <-> commands.

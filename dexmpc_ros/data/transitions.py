@@ -70,7 +70,7 @@ from typing import Any
 
 import numpy as np
 
-from dexmpc_ros.core.action_space import ACTION_SPACES, ActionScaler, DeltaActionScaler
+from dexmpc_ros.core.action_space import ActionScaler, DeltaActionScaler, check_action_space
 from dexmpc_ros.core.errors import BagError
 from dexmpc_ros.core.robot_spec import RobotSpec
 from dexmpc_ros.core.state_layout import POS, TASK, VEL, StateLayout
@@ -311,8 +311,7 @@ def transitions_from_bag(bag_dir: str | Path, spec: RobotSpec,
     states = _state_matrix(path, layout, spec, joints, task)
     valid = np.all(np.isfinite(states), axis=1)
 
-    if action_space not in ACTION_SPACES:
-        raise ValueError(f'action_space must be one of {ACTION_SPACES}, got {action_space!r}')
+    check_action_space(action_space)
     scaler = ActionScaler(spec)
     cmd_events = [events[i] for i in per_topic[by_key[COMMAND_TOPIC]]]
     actions, bad = [], []

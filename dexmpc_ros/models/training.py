@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from dexmpc_ros.core.action_space import ACTION_SPACES
+from dexmpc_ros.core.action_space import check_action_space
 from dexmpc_ros.core.errors import CheckpointError
 from dexmpc_ros.core.robot_spec import RobotSpec
 from dexmpc_ros.core.state_layout import StateLayout
@@ -71,9 +71,7 @@ class TrainConfig:
     action_space: str = 'absolute'
 
     def __post_init__(self) -> None:
-        if self.action_space not in ACTION_SPACES:
-            raise ValueError(f'action_space must be one of {ACTION_SPACES}, got '
-                             f'{self.action_space!r}')
+        check_action_space(self.action_space)
         if not 0.0 < self.holdout < 1.0:
             raise ValueError(f'holdout must be in (0, 1), got {self.holdout!r}')
         if not (isinstance(self.horizon, int) and self.horizon >= 1):
