@@ -41,6 +41,7 @@ from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
 from dexmpc_ros.core.errors import BagError
+from dexmpc_ros.core.files import fsync_path, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -415,7 +416,7 @@ class BagWriter:
         source = self._partial / name / f'{name}.mcap'
         target = self.path / f'{name}.mcap'
         if self.config.fsync:
-            _fsync(source)
+            fsync_path(source)
         os.replace(source, target)
         shutil.rmtree(self._partial / name, ignore_errors=True)
         with self._lock:
@@ -444,16 +445,10 @@ class BagWriter:
             files = list(self._files)
             counts = dict(self._counts)
             topics = dict(self._topics)
-        target = self.path / 'metadata.yaml'
-        tmp = target.with_name('metadata.yaml.tmp')
         text = yaml.dump(self._metadata(files, counts, topics), Dumper=_Dumper,
                          sort_keys=False, default_flow_style=False)
-        with tmp.open('w') as out:
-            out.write(text)
-            out.flush()
-            if self.config.fsync:
-                os.fsync(out.fileno())
-        os.replace(tmp, target)
+        write_text_atomic(self.path / 'metadata.yaml', lambda out: out.write(text),
+                          fsync=self.config.fsync)
 
     def _metadata(self, files: list[dict[str, Any]], counts: dict[str, int],
                   topics: dict[str, _Topic]) -> dict[str, Any]:
@@ -485,11 +480,3 @@ class BagWriter:
 
 class _Dumper(getattr(yaml, 'CSafeDumper', yaml.SafeDumper)):  # type: ignore[misc]
     """Safe YAML dumper (C when available: metadata is rewritten every rotation)."""
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

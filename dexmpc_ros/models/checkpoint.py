@@ -43,6 +43,7 @@ import torch
 
 import dexmpc_ros
 from dexmpc_ros.core.errors import CheckpointError
+from dexmpc_ros.core.files import fsync_path
 from dexmpc_ros.models.dynamics import DeltaDynamics, DynamicsConfig
 
 FORMAT = 'dexmpc_ros.delta_dynamics'
@@ -99,14 +100,14 @@ def save_checkpoint(directory: str | os.PathLike[str], dynamics: DeltaDynamics,
             f.write('\n')
             f.flush()
             os.fsync(f.fileno())
-        _fsync_dir(tmp)
+        fsync_path(tmp)
         if final.exists() or final.is_symlink():
             raise CheckpointError(f'{final}: appeared while saving; not overwritten')
         os.rename(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _fsync_dir(final.parent)
+    fsync_path(final.parent)
     return final
 
 
@@ -256,12 +257,3 @@ def _write_synced(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    """Persist a directory's entries (new files, a rename) across power loss."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from dexmpc_ros.core.errors import CheckpointError
+from dexmpc_ros.core.files import write_text_atomic
 
 HISTORY_FILE = 'history.json'
 HISTORY_VERSION = 1
@@ -155,14 +155,9 @@ class CheckpointStore:
     def _write(self) -> None:
         data: dict[str, Any] = {'version': HISTORY_VERSION,
                                 'entries': [asdict(e) for e in self.entries]}
-        fd, tmp = tempfile.mkstemp(prefix='.history.', suffix='.tmp', dir=self.root)
-        try:
-            with os.fdopen(fd, 'w', encoding='utf-8') as f:
-                json.dump(data, f, indent=2)
-                f.write('\n')
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.root / HISTORY_FILE)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+
+        def write(f: IO[str]) -> None:
+            json.dump(data, f, indent=2)
+            f.write('\n')
+
+        write_text_atomic(self.root / HISTORY_FILE, write)
