@@ -165,25 +165,27 @@ def filter_command(limits: CommandLimits, settings: FilterSettings, names: Seque
     if any(result.values is None for _, result in verdicts):
         return Decision('reject', None, tuple(fired), '; '.join(reasons), bucket)
 
-    state = inputs.state
-    clamps = {
-        'uncertainty': lambda v: scale_for_uncertainty(
-            v, limits, state, inputs.uncertainty, settings.uncertainty_slow,
-            settings.slow_factor),
-        'step': lambda v: clamp_step(v, limits, state),
-        'velocity': lambda v: clamp_velocity(v, limits, state),
-        'effort': lambda v: clamp_effort(v, limits, state, settings.stall_fraction,
-                                         settings.stall_velocity),
-        'workspace': lambda v: clamp_workspace(v, limits, state),
-        'body_rate': lambda v: clamp_body_rate(v, limits, inputs.body),
-        'position_box': lambda v: clamp_position_box(v, limits, state),
-    }
     command = by_name.values
     for rule in RULE_ORDER[limits.interface]:
-        result = clamps[rule](command)
+        result = _CLAMPS[rule](command, limits, settings, inputs)
         if result.fired:
             fired.append(rule)
             reasons.append(result.reason)
         command = result.values
     return Decision('clamp' if fired else 'pass', command, tuple(fired), '; '.join(reasons),
                     bucket)
+
+
+#: Clamp rules by name, each called as ``(values, limits, settings, inputs)`` (built once,
+#: not per command: the filter runs at up to the fuzzers' 1 kHz).
+_CLAMPS = {
+    'uncertainty': lambda v, lim, cfg, inp: scale_for_uncertainty(
+        v, lim, inp.state, inp.uncertainty, cfg.uncertainty_slow, cfg.slow_factor),
+    'step': lambda v, lim, cfg, inp: clamp_step(v, lim, inp.state),
+    'velocity': lambda v, lim, cfg, inp: clamp_velocity(v, lim, inp.state),
+    'effort': lambda v, lim, cfg, inp: clamp_effort(v, lim, inp.state, cfg.stall_fraction,
+                                                    cfg.stall_velocity),
+    'workspace': lambda v, lim, cfg, inp: clamp_workspace(v, lim, inp.state),
+    'body_rate': lambda v, lim, cfg, inp: clamp_body_rate(v, lim, inp.body),
+    'position_box': lambda v, lim, cfg, inp: clamp_position_box(v, lim, inp.state),
+}
