@@ -42,14 +42,10 @@ class TwinModel:
                  supervised: bool = True, action_space: str = 'absolute') -> None:
         self.twin, self.spec, self.layout = twin, spec, layout
         self.scaler = ActionScaler(spec)
-        self.delta = DeltaActionScaler(spec) if action_space == 'delta' else None
+        self.steps = DeltaActionScaler(spec)  # the supervisor's per-step bounds
+        self.delta_actions = action_space == 'delta'
         self.supervised = supervised
         self._snapshot = None
-        position = spec.command_interface == 'position'
-        self._bound = (np.minimum(spec.limits_array('max_step'),
-                                  spec.limits_array('velocity') * spec.period_s)
-                       if position else None)
-        self._lower, self._upper = spec.limits_array('lower'), spec.limits_array('upper')
 
     def capture(self) -> np.ndarray:
         """Snapshot the twin's current state; return its state vector (nx,)."""
@@ -65,16 +61,14 @@ class TwinModel:
 
     def command(self, action: np.ndarray) -> np.ndarray:
         """The command the robot would be sent for a normalized action (m,) now."""
-        if self.delta is not None:
-            joints = self.twin.joints()
-            measured = (joints.position if self.spec.command_interface == 'position'
-                        else joints.velocity)[self.spec.actuated_index]
-            return self.delta.to_command(action, measured)
+        joints = self.twin.joints()
+        position = self.spec.command_interface == 'position'
+        measured = (joints.position if position else joints.velocity)[self.spec.actuated_index]
+        if self.delta_actions:
+            return self.steps.to_command(action, measured)
         command = self.scaler.to_command(action)
-        if self.supervised and self._bound is not None:
-            q = self.twin.joints().position[self.spec.actuated_index]
-            command = np.clip(command, q - self._bound, q + self._bound)
-            command = np.clip(command, self._lower, self._upper)
+        if self.supervised and position:  # the supervisor's step, velocity and box clamps
+            command = self.steps.to_command(self.steps.to_action(command, measured), measured)
         return command
 
     def rollout(self, state, actions):
