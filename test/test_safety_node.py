@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,16 +18,13 @@ import pytest
 
 pytest.importorskip('rclpy')
 
-import rclpy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from rclpy.qos import QoSDurabilityPolicy, QoSProfile  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
-from std_msgs.msg import Bool, String  # noqa: E402
-from std_srvs.srv import Trigger  # noqa: E402
+from std_msgs.msg import Bool  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 from dexmpc_ros.ros import convert  # noqa: E402
+from dexmpc_ros.ros.probe import GraphProbe  # noqa: E402
 from dexmpc_ros.runtime.ros_env import ros_environment  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,16 +80,12 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-class Probe:
+class Probe(GraphProbe):
     """The rest of the graph: a fake robot publishing joint_states and a fake controller."""
 
     def __init__(self, domain: int, joint_names: list[str], command_names: list[str],
                  interface: str) -> None:
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=domain)
-        self.node = rclpy.create_node('safety_probe', context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
+        super().__init__(domain, {}, name='safety_probe')
         self.joint_names, self.command_names = joint_names, command_names
         self.interface = interface
         self.position = np.zeros(len(joint_names))
@@ -101,24 +93,17 @@ class Probe:
         self.publish_state = True
         self.commands: list[tuple[int, list[str], np.ndarray]] = []
         self.statuses: list[DiagnosticStatus] = []
-        self.states: list[str] = []  # safety/state, in order of arrival
         node = self.node
         self.pub_state = node.create_publisher(JointState, 'joint_states', 10)
-        self.pub_raw = node.create_publisher(JointTrajectory, 'command_raw', 10)
-        self.pub_estop = node.create_publisher(Bool, 'safety/estop', 10)
         self.pub_plan = node.create_publisher(JointTrajectory, 'controller/plan', 10)
         node.create_subscription(JointTrajectory, 'command', self._on_command, 100)
         node.create_subscription(DiagnosticArray, 'diagnostics', self._on_diag, 10)
-        latched = QoSProfile(depth=1, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
-        node.create_subscription(String, 'safety/state', self._on_state, latched)
-        self.reset_client = node.create_client(Trigger, 'safety/reset')
-        self.arm_client = node.create_client(Trigger, 'safety/arm')
         node.create_timer(0.02, self._publish_state)
 
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
+    @property
+    def states(self) -> list[str]:
+        """safety/state messages, in order of arrival."""
+        return [data for _, data in self.safety_states]
 
     def now_ns(self) -> int:
         return self.node.get_clock().now().nanoseconds
@@ -135,28 +120,13 @@ class Probe:
     def _on_diag(self, msg: DiagnosticArray) -> None:
         self.statuses += [s for s in msg.status if s.name == 'safety']
 
-    def _on_state(self, msg: String) -> None:
-        self.states.append(msg.data)
-
-    def spin_until(self, done: Callable[[], bool], timeout_s: float, what: str) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not done():
-            if time.monotonic() > deadline:
-                raise AssertionError(f'timed out after {timeout_s} s waiting for {what}')
-            self.executor.spin_once(timeout_sec=0.01)
-
-    def spin_for(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            self.executor.spin_once(timeout_sec=0.01)
-
     def connect(self, proc: subprocess.Popen, log: Path) -> None:
         """Wait until the safety node hears us and publishes (its start-up hold)."""
         def ready() -> bool:
             assert proc.poll() is None, log.read_text()
             return (self.pub_raw.get_subscription_count() > 0
                     and self.pub_estop.get_subscription_count() > 0
-                    and self.reset_client.service_is_ready() and bool(self.commands))
+                    and self.clients['reset'].service_is_ready() and bool(self.commands))
         self.spin_until(ready, 30.0, 'the safety node')
 
     def send(self, values, stamp_ns: int | None = None, names: list[str] | None = None) -> int:
@@ -183,11 +153,6 @@ class Probe:
             return any(s == stamp_ns for s, _, _ in self.commands)
         self.spin_until(found, timeout_s, f'command stamped {stamp_ns}')
         return next(v for s, _, v in self.commands if s == stamp_ns)
-
-    def call(self, client, timeout_s: float = 5.0) -> Trigger.Response:
-        future = client.call_async(Trigger.Request())
-        self.spin_until(future.done, timeout_s, client.srv_name)
-        return future.result()
 
     def status_where(self, check: Callable[[DiagnosticStatus], bool], what: str
                      ) -> DiagnosticStatus:
@@ -284,7 +249,7 @@ def test_position_robot_nothing_unsafe_reaches_command(arm_graph):
         np.testing.assert_array_equal(values, measured)
 
     assert len(probe.states) == 3  # releasing the e-stop changed nothing
-    response = probe.call(probe.reset_client)
+    response = probe.call('reset')
     assert response.success, response.message
     assert probe.wait_state(4, 'ARMED after reset')[3] == 'ARMED'
     good = probe.send([0.53, -0.52])
@@ -307,7 +272,7 @@ def test_velocity_robot_arm_clamp_and_state_lost_estop(tmp_path, ros_domain):
         assert disarmed not in {s for s, _, _ in probe.commands}
         assert probe.states == ['DISARMED']  # fresh joint_states alone do not arm
 
-        response = probe.call(probe.arm_client)
+        response = probe.call('arm')
         assert response.success, response.message
         assert probe.wait_state(2, 'ARMED')[1] == 'ARMED'
         fast = probe.send([90.0, -90.0])
@@ -335,12 +300,12 @@ def test_velocity_robot_arm_clamp_and_state_lost_estop(tmp_path, ros_domain):
                                     'the blocked command counted')
         assert diag(status)['state'] == 'ESTOPPED'
 
-        response = probe.call(probe.reset_client)
+        response = probe.call('reset')
         assert not response.success and 'old' in response.message
         probe.publish_state = True  # the driver is back: still latched until reset
         probe.spin_for(0.2)
         assert len(probe.states) == 3
-        response = probe.call(probe.reset_client)
+        response = probe.call('reset')
         assert response.success, response.message
         assert probe.wait_state(4, 'ARMED after reset')[3] == 'ARMED'
         resumed = probe.send([31.0, -5.0])

@@ -47,8 +47,8 @@ class GraphProbe:
             lambda m: self.safety_states.append((time.time_ns(), m.data)), latched)
         self.pub_raw = self.node.create_publisher(JointTrajectory, 'command_raw', 100)
         self.pub_estop = self.node.create_publisher(Bool, 'safety/estop', 10)
-        self._clients = {name: self.node.create_client(Trigger, f'safety/{name}')
-                         for name in ('arm', 'reset')}
+        self.clients = {name: self.node.create_client(Trigger, f'safety/{name}')
+                        for name in ('arm', 'reset')}
 
     def _recorder(self, topic: str) -> Callable[[Any], None]:
         store = self.received[topic]
@@ -89,7 +89,7 @@ class GraphProbe:
 
     def call(self, service: str, timeout_s: float = 5.0) -> Trigger.Response:
         """Call ``safety/<service>`` (``arm`` or ``reset``) and return the response."""
-        client = self._clients[service]
+        client = self.clients[service]
         self.spin_until(lambda: client.service_is_ready(), timeout_s, f'safety/{service}')
         future = client.call_async(Trigger.Request())
         self.spin_until(future.done, timeout_s, f'safety/{service} response')
