@@ -4,10 +4,11 @@ PDDM valve turning on the 24-DoF hand twin, unattended: learning curve from the 
 
 Runs ``dexmpc up hand_pddm_valve_sim`` (explore -> learn -> plan -> retrain; every node its
 own process) for ``--duration`` seconds, or analyses an existing run folder (``--run``),
-then reads the bag: for every episode, the valve error at its last step, success
-(|error| < 0.25 rad, papers.md §7.5), its return, and whether the mpc node was still
-exploring (random walk) or planning with a learned model. Prints a table per block of
-episodes and, as the last line, one JSON object; saves learning_curve.png in the run folder.
+then reads the bag with dexmpc_ros.runtime.report (the same episodes `dexmpc report`
+shows): for every episode, the valve error at its last step, success (|error| < 0.25 rad,
+papers.md §7.5), its return, its env steps, and whether the mpc node was still exploring
+(random walk) or planning with a learned model. Prints a table per block of episodes and,
+as the last line, one JSON object; saves learning_curve.png in the run folder.
 
     python bench/reproduce_pddm_valve.py --duration 900
     python bench/reproduce_pddm_valve.py --run runs/<run>        # analyse only
@@ -18,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -28,10 +28,11 @@ import numpy as np
 
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
 
-from dexmpc_ros.data.bag_reader import read_bag  # noqa: E402
+from dexmpc_ros.runtime.report import SUCCESS_RULES, run_episodes  # noqa: E402
 from dexmpc_ros.runtime.ros_env import ros_environment  # noqa: E402
 
-SUCCESS_RAD = 0.25
+VALVE = SUCCESS_RULES['valve']
+SUCCESS_RAD = VALVE.threshold
 BLOCK = 5
 
 
@@ -44,29 +45,11 @@ def run(duration: float, out: Path, overrides: list[str]) -> None:
     subprocess.run(cmd, env=ros_environment(), check=True)
 
 
-def first_model_ns(run_dir: Path) -> int | None:
-    """Wall time [ns] the mpc node started planning with a model (from its log)."""
-    log = (run_dir / 'logs' / 'mpc.log').read_text()
-    match = re.search(r'\[(\d+\.\d+)\] \[mpc\]: now planning with', log)
-    return None if match is None else int(float(match.group(1)) * 1e9)
-
-
 def episodes(run_dir: Path) -> list[dict]:
-    """One record per finished episode: final |error|, return, steps, planned or explored."""
-    bag = read_bag(run_dir / 'bag', ['/task_state', '/reward', '/episode'])
-    starts = [t for t, _ in bag['/episode']]
-    planning_from = first_model_ns(run_dir)
-    records = []
-    for k, (begin, end) in enumerate(zip(starts[:-1], starts[1:])):
-        task = [m for t, m in bag['/task_state'] if begin <= t < end]
-        rewards = [m.data for t, m in bag['/reward'] if begin < t < end]
-        if not task:
-            continue
-        error = abs(float(task[-1].position[list(task[-1].name).index('angle_error')]))
-        records.append({'episode': k, 'final_error': error, 'success': error < SUCCESS_RAD,
-                        'return': float(np.sum(rewards)), 'steps': len(task),
-                        'planned': planning_from is not None and begin >= planning_from})
-    return records
+    """One record per finished episode: final |error|, return, env steps, planned or explored."""
+    return [{'episode': r.episode, 'final_error': r.final_error, 'success': r.success,
+             'return': r.episode_return, 'steps': r.steps, 'planned': r.planned}
+            for r in run_episodes(run_dir, VALVE)]
 
 
 def plot(records: list[dict], path: Path) -> None:

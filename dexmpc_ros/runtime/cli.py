@@ -7,6 +7,7 @@ The ``dexmpc`` command line.
     dexmpc train <bag>... --robot R --store DIR [--epochs N ...]   train, validate, propose
     dexmpc rollback <store> [--reason TEXT]   put the previous accepted model back in use
     dexmpc models <store>                     the checkpoint history of a store
+    dexmpc report <run>                       write <run>/report/: report.md, .html, plots
 """
 
 from __future__ import annotations
@@ -16,17 +17,19 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from dexmpc_ros.core.errors import BagError, CheckpointError, ConfigError
+from dexmpc_ros.core.errors import BagError, CheckpointError, ConfigError, DexmpcError
 from dexmpc_ros.core.robot_spec import available_robots, load_robot_spec
 from dexmpc_ros.models.store import CheckpointStore
 from dexmpc_ros.models.training import TrainConfig, train_from_bags
-from dexmpc_ros.runtime.experiment import describe_experiments, load_experiment
-from dexmpc_ros.runtime.runner import ExperimentRunner, default_run_dir
+from dexmpc_ros.runtime.experiment import Experiment, describe_experiments, load_experiment
+from dexmpc_ros.runtime.report import RunOutcome, git_commit, has_reported_node, write_report
+from dexmpc_ros.runtime.runner import ExperimentRunner, RunResult, default_run_dir
 from dexmpc_ros.runtime.status import format_status
 
 
@@ -71,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
                           help='recorded in the history')
     models = sub.add_parser('models', help='show the checkpoint history of a store')
     models.add_argument('store', type=Path, help='checkpoint store directory')
+    report = sub.add_parser('report', help='write a run\'s report (episodes, success, '
+                            'checkpoints, planner timing, safety) into <run>/report/')
+    report.add_argument('run', type=Path, help='run folder (as `dexmpc up` prints it)')
     return parser
 
 
@@ -118,6 +124,49 @@ def cmd_models(args: argparse.Namespace) -> int:
         score = entry.metrics.get('score', float('nan'))
         print(f'{mark} {Path(entry.path).name}  score {score:.4g}  {state}: {entry.reason}')
     return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write the report of a run folder and print where it is."""
+    try:
+        path = write_report(args.run)
+    except OSError as exc:
+        raise ConfigError(f'{args.run}: cannot write the report: {exc}') from exc
+    print(f'report: {path}')
+    return 0
+
+
+def report_after_up(experiment: Experiment, run_dir: Path, outcome: RunOutcome) -> None:
+    """
+    Write the report at the end of ``dexmpc up`` for runs with an mpc or learner node.
+
+    Never raises: the run's exit code is the run's, so a failed report is only printed
+    (with the command that retries it). Ctrl-C now aborts the report, not the run.
+    """
+    if not has_reported_node(n.kind for n in experiment.nodes):
+        return
+    retry = f'(retry: dexmpc report {run_dir})'
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        print(f'report: {write_report(run_dir, outcome)}', flush=True)
+    except KeyboardInterrupt:
+        print(f'dexmpc: report interrupted {retry}', file=sys.stderr)
+    except (DexmpcError, OSError) as exc:
+        print(f'dexmpc: report not written: {exc} {retry}', file=sys.stderr)
+    except Exception:  # noqa: BLE001 - a report bug must not turn a good run into a failure
+        traceback.print_exc()
+        print(f'dexmpc: report not written (the error above is a bug) {retry}',
+              file=sys.stderr)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _outcome(result: RunResult, runner: ExperimentRunner, stopped: bool, duration: float,
+             elapsed: float, commit: str | None) -> RunOutcome:
+    return RunOutcome(
+        exit_code=result.exit_code, failed_node=result.failed_node, reason=result.reason,
+        interrupted=stopped, duration_s=duration, elapsed_s=elapsed, git_commit=commit,
+        node_exit_codes={name: proc.returncode for name, proc in runner.processes.items()})
 
 
 def cmd_list() -> int:
@@ -181,7 +230,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    commit, started = git_commit(), time.monotonic()
     result = runner.run(duration, stop)
+    elapsed = time.monotonic() - started
     status.finish()
     if result.last_status:
         print('final: ' + format_status(time.monotonic() - status.start, result.last_status,
@@ -189,6 +240,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f'run folder: {run_dir}')
     if result.exit_code != 0:
         print(f'FAILED: {result.reason}', file=sys.stderr)
+    report_after_up(experiment, run_dir, _outcome(result, runner, stop.is_set(), duration,
+                                                  elapsed, commit))
     return result.exit_code
 
 
@@ -206,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_rollback(args)
         if args.command == 'models':
             return cmd_models(args)
+        if args.command == 'report':
+            return cmd_report(args)
         return cmd_up(args)
     except (ConfigError, FileExistsError, CheckpointError, BagError) as exc:
         print(f'dexmpc: error: {exc}', file=sys.stderr)
