@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""
+PDDM valve on the hand twin, in one process: planners compared at equal model evaluations.
+
+Runs the model-based loop (dexmpc_ros/runtime/sim_loop.py: random-walk exploration, then
+train the 3 x (2 x 250) ensemble on all data -> MPC episodes -> aggregate -> retrain) once per
+planner, with the same seed, exploration data and budget:
+
+- ``mppi``: PDDM's filtered reward-weighted MPPI (beta 0.7, kappa 0.5, sigma 0.9);
+- ``mppi_unfiltered``: the same with beta = 1 (no filtering);
+- ``random_shooting``: uniform random sequences, best one executed.
+
+All use N sequences of H steps per control step on every member (N·H·E evaluations),
+papers.md §7.5 target (2) and (3). Prints per-iteration success, final success over the
+last ``--final`` MPC episodes, mean |Δa| between consecutive actions, planning time; saves
+learning_curves.png in the output folder; the last line is one JSON object.
+
+    python bench/pddm_valve_planners.py                       # ≈ 25 min on 2 cores
+    python bench/pddm_valve_planners.py --iterations 4 --planners mppi random_shooting
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+
+from dexmpc_ros.control.mppi import MPPIConfig, MPPIPlanner  # noqa: E402
+from dexmpc_ros.control.random_shooting import (RandomShootingConfig,  # noqa: E402
+                                                RandomShootingPlanner)
+from dexmpc_ros.control.random_walk import RandomWalkConfig, RandomWalkController  # noqa: E402
+from dexmpc_ros.control.task_rewards import make_reward, torch_reward  # noqa: E402
+from dexmpc_ros.core.robot_spec import load_robot_spec  # noqa: E402
+from dexmpc_ros.models.dynamics import DynamicsConfig  # noqa: E402
+from dexmpc_ros.robots.twins import make_twin  # noqa: E402
+from dexmpc_ros.runtime.sim_loop import LoopConfig, TwinEnv, run_loop  # noqa: E402
+
+SUCCESS_RAD = 0.25
+PLANNERS = ('mppi', 'mppi_unfiltered', 'random_shooting')
+
+
+def make_planner(name: str, action_dim: int, samples: int, horizon: int, seed: int):
+    """The planner ``name`` at N = ``samples``, H = ``horizon`` (one pass per step)."""
+    if name == 'random_shooting':
+        return RandomShootingPlanner(action_dim, RandomShootingConfig(
+            horizon=horizon, num_samples=samples, seed=seed))
+    beta = 1.0 if name == 'mppi_unfiltered' else 0.7
+    return MPPIPlanner(action_dim, MPPIConfig(horizon=horizon, num_samples=samples,
+                                              kappa=0.5, sigma=0.9, beta=beta, seed=seed))
+
+
+def run_planner(name: str, args: argparse.Namespace) -> list[dict]:
+    """One full loop with planner ``name``; one dict per episode."""
+    spec = load_robot_spec('hand24')
+    twin = make_twin('hand24', task='valve', seed=args.seed)
+    explorer = RandomWalkController(spec, RandomWalkConfig(
+        vel_min=0.4, vel_max=0.5, hold_steps=3, seed=args.seed))  # PDDM dclaw_turn
+    env = TwinEnv(twin, spec, explorer, action_space='delta',
+                  success=lambda names, values:
+                  abs(values[names.index('angle_error')]) < SUCCESS_RAD)
+    reward = torch_reward(make_reward('valve', env.layout))
+    planner = make_planner(name, env.action_dim, args.samples, args.horizon, args.seed)
+    loop = LoopConfig(explore_episodes=args.explore, iterations=args.iterations,
+                      episodes_per_iteration=args.per_iteration, episode_steps=40,
+                      seed=args.seed, threads=1)
+    model = DynamicsConfig(ensemble_size=3, hidden=(250, 250), epochs=40, threads=1,
+                           seed=args.seed)
+    start = time.perf_counter()
+
+    def progress(record) -> None:
+        if record.iteration >= 0 and (record.index + 1 - args.explore) \
+                % args.per_iteration == 0:
+            print(f'  {name}: iteration {record.iteration}, {record.env_steps} steps, '
+                  f'{time.perf_counter() - start:.0f} s', flush=True)
+
+    try:
+        result = run_loop(env, planner, reward, model, loop, on_episode=progress)
+    finally:
+        twin.close()
+    return [{'iteration': r.iteration, 'env_steps': r.env_steps, 'success': r.success,
+             'return': r.ret, 'plan_ms': r.plan_ms,
+             'action_change': r.extra['mean_abs_action_change']} for r in result.records]
+
+
+def summarize(name: str, episodes: list[dict], final: int) -> dict:
+    mpc = [e for e in episodes if e['iteration'] >= 0]
+    explore = [e for e in episodes if e['iteration'] < 0]
+    last = mpc[-final:]
+    return {'planner': name, 'env_steps': episodes[-1]['env_steps'],
+            'explore_success': float(np.mean([e['success'] for e in explore])),
+            'final_success': float(np.mean([e['success'] for e in last])),
+            'final_episodes': len(last),
+            'final_mean_return': float(np.mean([e['return'] for e in last])),
+            'action_change': float(np.mean([e['action_change'] for e in mpc])),
+            'plan_ms': float(np.mean([e['plan_ms'] for e in mpc])),
+            'per_iteration': [float(np.mean([e['success'] for e in mpc
+                                             if e['iteration'] == i]))
+                              for i in sorted({e['iteration'] for e in mpc})]}
+
+
+def plot(results: dict[str, list[dict]], path: Path) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for name, episodes in results.items():
+        mpc = [e for e in episodes if e['iteration'] >= 0]
+        iterations = sorted({e['iteration'] for e in mpc})
+        steps = [max(e['env_steps'] for e in mpc if e['iteration'] == i) for i in iterations]
+        rate = [np.mean([e['success'] for e in mpc if e['iteration'] == i])
+                for i in iterations]
+        ax.plot(steps, rate, marker='o', label=name)
+    ax.set_xlabel('environment steps (exploration included)')
+    ax.set_ylabel('success per iteration')
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_title('PDDM valve, hand twin: planners at equal model evaluations')
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[1])
+    parser.add_argument('--planners', nargs='+', choices=PLANNERS, default=list(PLANNERS))
+    parser.add_argument('--explore', type=int, default=200,
+                        help='random-walk episodes before the first model')
+    parser.add_argument('--iterations', type=int, default=10)
+    parser.add_argument('--per-iteration', type=int, default=10,
+                        help='MPC episodes per iteration')
+    parser.add_argument('--samples', type=int, default=700, help='N')
+    parser.add_argument('--horizon', type=int, default=7, help='H')
+    parser.add_argument('--final', type=int, default=20,
+                        help='final success = over the last this many MPC episodes')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--out', type=Path, default=None)
+    args = parser.parse_args()
+    out = args.out or Path('runs') / time.strftime('bench_pddm_planners_%Y%m%d_%H%M%S')
+    out.mkdir(parents=True, exist_ok=True)
+
+    results = {}
+    for name in args.planners:
+        print(f'running {name} ...', flush=True)
+        results[name] = run_planner(name, args)
+    summaries = [summarize(n, e, args.final) for n, e in results.items()]
+    print()
+    print(f'{"planner":>16}  {"env steps":>9}  {"explore succ":>12}  {"final succ":>10}  '
+          f'{"final return":>12}  {"mean |da|":>9}  {"plan ms":>7}')
+    for s in summaries:
+        print(f'{s["planner"]:>16}  {s["env_steps"]:>9d}  {s["explore_success"]:>12.2f}  '
+              f'{s["final_success"]:>10.2f}  {s["final_mean_return"]:>12.1f}  '
+              f'{s["action_change"]:>9.3f}  {s["plan_ms"]:>7.1f}')
+    print('per-iteration success:')
+    for s in summaries:
+        print(f'{s["planner"]:>16}  ' + ' '.join(f'{v:.1f}' for v in s['per_iteration']))
+    plot(results, out / 'learning_curves.png')
+    (out / 'episodes.json').write_text(json.dumps(results))
+    by_name = {s['planner']: s for s in summaries}
+    figures = {'bench': 'pddm_valve_planners', 'out': str(out),
+               'settings': {'samples': args.samples, 'horizon': args.horizon,
+                            'explore': args.explore, 'iterations': args.iterations,
+                            'per_iteration': args.per_iteration, 'seed': args.seed},
+               'summaries': summaries}
+    if 'mppi' in by_name and 'random_shooting' in by_name:
+        figures['mppi_minus_random_shooting'] = (by_name['mppi']['final_success']
+                                                 - by_name['random_shooting']['final_success'])
+    if 'mppi' in by_name and 'mppi_unfiltered' in by_name:
+        figures['unfiltered_over_filtered_action_change'] = (
+            by_name['mppi_unfiltered']['action_change'] / by_name['mppi']['action_change'])
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
