@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from dexmpc_ros.control.mpc import MPCConfig, MPCController
 from dexmpc_ros.control.twin_model import TwinModel
@@ -80,3 +81,42 @@ def test_learned_model_swap_and_uncertainty(hand):
 def test_config_rejects_bad_values(field, value):
     with pytest.raises(ValueError):
         MPCConfig(**{field: value}).planner_config()
+
+
+@pytest.mark.parametrize('options, message', [('[1, 2]', 'YAML mapping'),
+                                              ('{a: [', 'not YAML'),
+                                              ('{period_steps: 10}', 'valve')])
+def test_task_options_are_checked_before_a_swap(hand, options, message):
+    """A bad task_options string is refused when the reward is built (the node's loader)."""
+    _, _, layout = hand
+    mpc = MPCController(load_robot_spec('hand24'), MPCConfig(task_options=options))
+    with pytest.raises(ValueError, match=message):
+        mpc.task_reward(layout)
+
+
+def test_baoding_task_options_reach_the_reward():
+    """task_options set the Baoding geometry the planner scores against (period here)."""
+    spec = load_robot_spec('hand24')
+    twin = make_twin('hand24', task='baoding')
+    try:
+        twin.reset(3)
+        layout = StateLayout.for_robot(spec, twin.task_state()[0])
+        state0 = layout.vector(observe(twin), spec.joint_names)
+    finally:
+        twin.close()
+    states = np.repeat(state0[None, None, None], 5, axis=2)  # (E=1, N=1, H=5, nx): balls still
+    actions = np.zeros((1, 5, 20))
+    rewards = {}
+    for period in (20, 60):
+        config = MPCConfig(task='baoding', task_options=f'{{period_steps: {period}}}')
+        mpc = MPCController(spec, config)
+        tensors = [torch.from_numpy(x).float() for x in (states, actions, state0)]
+        reward, _ = mpc.task_reward(layout)(*tensors)
+        rewards[period] = reward.numpy().ravel()
+    # Targets run away from still balls faster with a shorter lap: lower reward each step.
+    assert np.all(rewards[20][1:] < rewards[60][1:])
+
+
+def test_sample_velocities_reaches_the_mppi_planner():
+    config = MPCConfig(sample_velocities=True).planner_config()
+    assert config.sample_velocities is True

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from dexmpc_ros.core.action_space import ActionScaler, DeltaActionScaler, check_action_space
 from dexmpc_ros.control.cem import CEMConfig, CEMPlanner
@@ -48,12 +49,16 @@ class MPCConfig:
 
     Attributes:
         planner: ``mppi`` (PDDM), ``cem`` or ``random_shooting`` (MBMF).
-        task: planner reward (``control/task_rewards.py``): valve, reach, waypoints.
+        task: planner reward (``control/task_rewards.py``): valve, baoding, reach, waypoints.
+        task_options: YAML mapping of the task's options (e.g. Baoding's ``period_steps``);
+            must equal the twin's ``twin_options`` for that task; '' for the defaults.
         horizon: H, planning steps.
         samples: N, action sequences per plan.
         kappa: MPPI reward-weighting temperature κ.
         sigma: MPPI sampling noise σ.
         beta: MPPI filtering coefficient β (1 = no filtering).
+        sample_velocities: MPPI draws its last 10% of samples with 0.3 σ (PDDM's hand
+            configs).
         cem_iterations: CEM refits per control step.
         cem_elites: CEM elite count.
         std_penalty: score = mean - std_penalty * std over members (PDDM exploration: 4).
@@ -67,11 +72,13 @@ class MPCConfig:
 
     planner: str = 'mppi'
     task: str = 'valve'
+    task_options: str = ''
     horizon: int = 7
     samples: int = 700
     kappa: float = 0.5
     sigma: float = 0.9
     beta: float = 0.7
+    sample_velocities: bool = False
     cem_iterations: int = 3
     cem_elites: int = 20
     std_penalty: float = 0.0
@@ -93,7 +100,8 @@ class MPCConfig:
         common = dict(horizon=self.horizon, num_samples=self.samples,
                       std_penalty=self.std_penalty, seed=None if self.seed < 0 else self.seed)
         if self.planner == 'mppi':
-            return MPPIConfig(kappa=self.kappa, sigma=self.sigma, beta=self.beta, **common)
+            return MPPIConfig(kappa=self.kappa, sigma=self.sigma, beta=self.beta,
+                              sample_velocities=self.sample_velocities, **common)
         if self.planner == 'cem':
             return CEMConfig(iterations=self.cem_iterations, num_elites=self.cem_elites,
                              **common)
@@ -136,12 +144,35 @@ class MPCController:
         if model is not None:
             self.swap(model, layout)
 
-    def swap(self, model: Any, layout: StateLayout | None) -> None:
-        """Use ``model`` (with state ``layout``) from the next :meth:`act` on."""
+    def task_reward(self, layout: StateLayout) -> Any:
+        """
+        The planner's torch reward for ``layout`` (may take a while: call it off the tick).
+
+        Raises:
+            ValueError: unknown task, bad ``task_options``, or a layout without the task's
+                columns.
+        """
+        options = self.config.task_options.strip()
+        try:
+            parsed = yaml.safe_load(options) if options else {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f'task_options is not YAML: {exc}') from exc
+        if not isinstance(parsed, dict):
+            raise ValueError(f'task_options must be a YAML mapping, got {options!r}')
+        return torch_reward(make_reward(self.config.task, layout, **parsed))
+
+    def swap(self, model: Any, layout: StateLayout | None, reward: Any = None) -> None:
+        """
+        Use ``model`` (with state ``layout``) from the next :meth:`act` on.
+
+        ``reward`` is :meth:`task_reward` of ``layout`` when the caller built it already
+        (the mpc node does, on its loader thread); None builds it here.
+        """
         if layout is None:
             raise ValueError('a model needs its state layout')
-        reward = torch_reward(make_reward(self.config.task, layout))
-        self.model, self.layout, self._reward = model, layout, reward  # one tick sees both
+        if reward is None:
+            reward = self.task_reward(layout)
+        self.model, self.layout, self._reward = model, layout, reward  # one tick sees all
 
     def reset(self) -> None:
         """New episode: forget the planner's warm start (and the explorer's walk)."""

@@ -161,6 +161,27 @@ def baoding_targets(step: np.ndarray | int, period_steps: float,
     return out[0], out[1]
 
 
+def baoding_target_phase(target_xy: np.ndarray, center: tuple[float, float],
+                         radii: tuple[float, float]) -> np.ndarray:
+    """
+    Ellipse angle [rad] of a target position, the inverse of :func:`baoding_targets`.
+
+    ``baoding_targets(k, ..., phases=(a1, a2))`` seen at step 0 with ``a_i`` from this
+    function are the targets ``k`` steps after the ones given (the angle is the phase plus
+    the sweep so far, wrapped to (-pi, pi]).
+
+    Args:
+        target_xy: (..., 2) a target on the ellipse [m].
+        center: ellipse centre (x, y) [m].
+        radii: semi-axes (rx, ry) [m].
+
+    Returns:
+        (...) the angle ``a`` with ``target = center + (rx cos a, ry sin a)``.
+    """
+    xy = np.asarray(target_xy, dtype=np.float64)
+    return np.arctan2((xy[..., 1] - center[1]) / radii[1], (xy[..., 0] - center[0]) / radii[0])
+
+
 @dataclass(frozen=True)
 class BaodingTask:
     """
