@@ -1,6 +1,8 @@
 """
-Bag reader without ROS: topic selection, JointState/scalar arrays, episode split, and the
-errors a broken bag must raise (never a half-loaded bag).
+Bag reader without ROS: topic selection, JointState/scalar arrays, episode split (by
+header stamp despite the recorder's receive-order race at resets, and the bag-time
+fallback of older bags), reading with metadata read before a rotation, and the errors a
+broken bag must raise (never a half-loaded bag).
 """
 
 from __future__ import annotations
@@ -13,13 +15,18 @@ import yaml
 from rosbags.typesys import Stores, get_typestore
 
 from dexmpc_ros.core.errors import BagError
+from dexmpc_ros.data import bag_reader
 from dexmpc_ros.data.bag_reader import (Episode, bag_info, episode_slices, episodes,
-                                        joint_state_series, read_bag, resolve_topics,
-                                        scalar_series)
-from dexmpc_ros.data.bag_writer import BagWriter
+                                        iter_messages, joint_state_series, read_bag,
+                                        resolve_topics, scalar_series, split_states,
+                                        split_ticks)
+from dexmpc_ros.data.bag_writer import BagWriter, BagWriterConfig
 
 STORE = get_typestore(Stores.ROS2_JAZZY)
 JOINT_STATE = 'sensor_msgs/msg/JointState'
+HEADER = 'std_msgs/msg/Header'
+INT32 = 'std_msgs/msg/Int32'
+FLOAT64 = 'std_msgs/msg/Float64'
 
 
 def joint_state(stamp_ns: int, names: list[str], position: list[float],
@@ -35,6 +42,17 @@ def joint_state(stamp_ns: int, names: list[str], position: list[float],
 
 def scalar(msgtype: str, value: float) -> bytes:
     return bytes(STORE.serialize_cdr(STORE.types[msgtype](data=value), msgtype))
+
+
+def header_msg(stamp_ns: int, frame_id: str):
+    types = STORE.types
+    sec, nsec = divmod(stamp_ns, 1_000_000_000)
+    return types[HEADER](stamp=types['builtin_interfaces/msg/Time'](sec=sec, nanosec=nsec),
+                         frame_id=frame_id)
+
+
+def header(stamp_ns: int, frame_id: str) -> bytes:
+    return bytes(STORE.serialize_cdr(header_msg(stamp_ns, frame_id), HEADER))
 
 
 @pytest.fixture
@@ -151,3 +169,158 @@ def test_broken_bags_are_bag_errors_naming_the_file(bag, tmp_path):
     with pytest.raises(BagError, match='lists 20 messages on /robot/joint_states, the '
                                        'segments hold 10'):
         read_bag(bag)
+
+
+# Episodes at resets: the receive-order race ----------------------------------------------------
+T0 = 1_700_000_000 * 10**9
+PERIOD = 100_000_000      # 10 Hz [ns]
+US = 1_000
+#: (episode, step) of each joint_states, in publication order: the recorder joins during
+#: episode 0 (its reset state and step 1 are not recorded); episode 2 is unfinished.
+ROWS = [(0, 2), (0, 3), (0, 4), (1, 0), (1, 1), (1, 2), (1, 3), (2, 0), (2, 1), (2, 2)]
+#: (episode, step) of each reward, in bag order: one per step, none with a reset state.
+REWARDS = [(0, 2), (0, 3), (0, 4), (1, 1), (1, 2), (1, 3), (2, 1), (2, 2)]
+
+
+def write_reset_race(path: Path, markers: bool = True) -> None:
+    """
+    The twin's per-tick topics as the recorder receives them, with the race at resets.
+
+    Tick g happens at T0 + g * PERIOD; a step state is stamped with its tick, received
+    200 us later, its reward 300 us later. Episode 1 starts at tick 4, episode 2 at tick
+    7, each right after the previous episode's last step in the same tick; the reset
+    state is stamped 1 ns after that last state, and the messages of the reset tick are
+    received 50 us apart in a raced order: at tick 4 the ``episode``/``episode_start``
+    markers come before the old episode's last state, at tick 7 the old episode's reward
+    comes after the new reset state. ``markers`` False: an older bag without
+    ``episode_start``.
+    """
+    with BagWriter(path) as w:
+        def state(e: int, j: int, stamp: int, t: int) -> None:
+            w.write('/robot/joint_states', JOINT_STATE,
+                    joint_state(stamp, ['episode', 'step'], [e, j], []), t)
+
+        def reward(e: int, j: int, t: int) -> None:
+            w.write('/robot/reward', FLOAT64, scalar(FLOAT64, 10.0 * e + j), t)
+
+        def marker(e: int, stamp: int, t: int) -> None:
+            w.write('/robot/episode', INT32, scalar(INT32, e), t)
+            if markers:
+                w.write('/robot/episode_start', HEADER, header(stamp, str(e)), t)
+
+        marker(0, T0, T0 + 3 * PERIOD // 2)   # latched: heard when the recorder joins
+        for tick, (e, j) in zip(range(2, 4), [(0, 2), (0, 3)]):
+            state(e, j, T0 + tick * PERIOD, T0 + tick * PERIOD + 200 * US)
+            reward(e, j, T0 + tick * PERIOD + 300 * US)
+        t4, t7 = T0 + 4 * PERIOD, T0 + 7 * PERIOD
+        race = [lambda t: marker(1, t4 + 1, t), lambda t: state(0, 4, t4, t),
+                lambda t: reward(0, 4, t), lambda t: state(1, 0, t4 + 1, t)]
+        for i, write in enumerate(race):
+            write(t4 + (100 + 50 * i) * US)
+        for tick, j in zip(range(5, 7), (1, 2)):
+            state(1, j, T0 + tick * PERIOD, T0 + tick * PERIOD + 200 * US)
+            reward(1, j, T0 + tick * PERIOD + 300 * US)
+        race = [lambda t: state(1, 3, t7, t), lambda t: marker(2, t7 + 1, t),
+                lambda t: state(2, 0, t7 + 1, t), lambda t: reward(1, 3, t)]
+        for i, write in enumerate(race):
+            write(t7 + (100 + 50 * i) * US)
+        for tick, j in zip(range(8, 10), (1, 2)):
+            state(2, j, T0 + tick * PERIOD, T0 + tick * PERIOD + 200 * US)
+            reward(2, j, T0 + tick * PERIOD + 300 * US)
+
+
+def test_states_split_by_header_stamp_despite_the_race_at_resets(tmp_path):
+    write_reset_race(tmp_path / 'bag')
+    loaded = read_bag(tmp_path / 'bag')
+    series = joint_state_series(loaded['/robot/joint_states'])
+    assert [tuple(int(v) for v in row) for row in series.position] == ROWS
+    eps = episodes(loaded)
+    assert [(ep.index, ep.stamp_ns) for ep in eps] == \
+        [(0, T0), (1, T0 + 4 * PERIOD + 1), (2, T0 + 7 * PERIOD + 1)]
+    # the race is in the bag: by bag time, episode 0's last state is in episode 1
+    assert eps[1].contains(int(series.receive_ns[ROWS.index((0, 4))]))
+
+    split = split_states(series, eps)
+    assert split.position.tolist() == [e for e, _ in ROWS]
+    assert split.reset.tolist() == [j == 0 for _, j in ROWS]
+    assert [split.rows(k).tolist() for k in range(3)] == [[0, 1, 2], [3, 4, 5, 6], [7, 8, 9]]
+    reward_ns, values = scalar_series(loaded['/robot/reward'])
+    assert values.tolist() == [10.0 * e + j for e, j in REWARDS]
+    assert split_ticks(reward_ns, series, split).tolist() == [e for e, _ in REWARDS]
+
+
+def test_bags_without_episode_start_fall_back_to_bag_time_half_a_tick_late(tmp_path):
+    write_reset_race(tmp_path / 'old', markers=False)
+    loaded = read_bag(tmp_path / 'old')
+    assert '/robot/episode_start' not in loaded
+    series = joint_state_series(loaded['/robot/joint_states'])
+    eps = episodes(loaded)
+    assert [(ep.index, ep.stamp_ns) for ep in eps] == [(0, None), (1, None), (2, None)]
+    split = split_states(series, eps)
+    assert split.position.tolist() == [e for e, _ in ROWS]
+    assert split.reset.tolist() == [j == 0 for _, j in ROWS]
+    reward_ns, _ = scalar_series(loaded['/robot/reward'])
+    assert split_ticks(reward_ns, series, split).tolist() == [e for e, _ in REWARDS]
+    # no states at all: rewards by bag time, half a tick after each episode message
+    none = split_states(joint_state_series([]), eps)
+    assert split_ticks(reward_ns, joint_state_series([]), none).tolist() == \
+        [e for e, _ in REWARDS]
+
+
+def test_episode_start_before_the_first_marker_and_bad_frame_ids():
+    stamp = T0 + 5 * PERIOD
+    # the recorder heard episodes 3 and 4 only on ``episode``, 5 on both
+    bag = {'/r/episode': [(10, STORE.types[INT32](data=3)), (20, STORE.types[INT32](data=4)),
+                          (30, STORE.types[INT32](data=5))],
+           '/r/episode_start': [(31, header_msg(stamp, '5'))]}
+    assert episodes(bag) == [Episode(3, 10, 20), Episode(4, 20, 31), Episode(5, 31, 32, stamp)]
+    bag['/r/episode_start'] = [(31, header_msg(stamp, 'five'))]
+    with pytest.raises(BagError, match="/r/episode_start at bag time 31 ns: frame_id 'five'"):
+        episodes(bag)
+
+
+# Reading while the recorder rotates segments ---------------------------------------------------
+def write_group(writer: BagWriter, first: int, count: int) -> None:
+    for k in range(first, first + count):
+        writer.write('/robot/joint_states', JOINT_STATE,
+                     joint_state(k, ['a'], [float(k)], [0.0]), 10 * k)
+    assert writer.flush()
+
+
+def test_reading_with_earlier_metadata_ignores_a_segment_appended_since(tmp_path):
+    path = tmp_path / 'live'
+    writer = BagWriter(path, BagWriterConfig(flush_period_s=600.0))
+    try:
+        write_group(writer, 0, 5)
+        info = bag_info(path)
+        write_group(writer, 5, 3)   # the recorder's next rotation
+        assert len(bag_info(path).files) == 2 and len(info.files) == 1
+        loaded = read_bag(path, info=info)
+        assert [t for t, _ in loaded['/robot/joint_states']] == [0, 10, 20, 30, 40]
+        assert len(list(iter_messages(path, info=info))) == 5
+        assert [t for t, _ in read_bag(path)['/robot/joint_states']] == \
+            [10 * k for k in range(8)]
+    finally:
+        writer.close()
+
+
+def test_a_rotation_between_metadata_and_segments_is_no_count_mismatch(tmp_path, monkeypatch):
+    path = tmp_path / 'live'
+    writer = BagWriter(path, BagWriterConfig(flush_period_s=600.0))
+    real = bag_reader.bag_info
+    reads = []
+
+    def rotate_after_first_read(bag):
+        info = real(bag)
+        if not reads:
+            write_group(writer, 5, 3)
+        reads.append(bag)
+        return info
+    try:
+        write_group(writer, 0, 5)
+        monkeypatch.setattr(bag_reader, 'bag_info', rotate_after_first_read)
+        loaded = read_bag(path)
+    finally:
+        writer.close()
+    assert len(reads) == 1
+    assert [t for t, _ in loaded['/robot/joint_states']] == [0, 10, 20, 30, 40]

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 
 from dexmpc_ros.core.robot_spec import load_robot_spec
-from dexmpc_ros.data.bag_reader import read_bag
+from dexmpc_ros.data.bag_reader import episodes, joint_state_series, read_bag, split_states
 
 pytestmark = pytest.mark.e2e
 
 REQUIRED_TOPICS = ('/joint_states', '/command_raw', '/command', '/diagnostics', '/task_state',
-                   '/reward', '/episode')
+                   '/reward', '/episode', '/episode_start')
 
 
 def dexmpc_up(experiment, run_dir, env, duration, *extra, wait=True):
@@ -79,6 +79,16 @@ def test_twin_experiment_runs_and_records(experiment, tmp_path, ros_env):
     first = command_values(topics['/command'][0][1], spec.command_interface)
     assert any(not np.allclose(command_values(m, spec.command_interface), first)
                for _, m in topics['/command'])
+    # episodes split by header stamp: state stamps strictly increase, every state is at
+    # or after the latched episode_start's stamp, and each episode_start stamped after
+    # the first recorded state is the stamp of exactly one state, its reset state
+    joints = joint_state_series(topics['/joint_states'])
+    assert np.all(np.diff(joints.stamps) > 0)
+    eps = episodes(topics)
+    assert all(ep.stamp_ns is not None for ep in eps)
+    split = split_states(joints, eps)
+    assert np.all(split.position >= 0)
+    assert split.reset.sum() == sum(ep.stamp_ns >= joints.stamps[0] for ep in eps)
     if spec.name == 'roach':
         assert topics.get('/odom')
     if experiment == 'hand_random_walk_sim':   # camera: true, rendered offscreen at 2 Hz

@@ -21,7 +21,9 @@ from dexmpc_ros.core.errors import BagError
 from dexmpc_ros.core.robot_spec import load_robot_spec
 from dexmpc_ros.core.state_layout import StateLayout
 from dexmpc_ros.core.types import Observation
-from dexmpc_ros.data.bag_writer import BagWriter
+from dexmpc_ros.data import transitions
+from dexmpc_ros.data.bag_reader import bag_info
+from dexmpc_ros.data.bag_writer import BagWriter, BagWriterConfig
 from dexmpc_ros.data.transitions import Transitions, transitions_from_bag, transitions_from_bags
 from dexmpc_ros.robots.twins import make_twin
 from dexmpc_ros.robots.twins.hand_tasks import VALVE_STATE_NAMES
@@ -31,6 +33,7 @@ T = STORE.types
 JOINT_STATE = 'sensor_msgs/msg/JointState'
 TRAJECTORY = 'trajectory_msgs/msg/JointTrajectory'
 INT32 = 'std_msgs/msg/Int32'
+HEADER = 'std_msgs/msg/Header'
 MS = 1_000_000                       # bag times below are in ms
 STAMP0 = 1_700_000_000 * 10**9
 
@@ -68,6 +71,13 @@ def int32(value: int) -> bytes:
     return bytes(STORE.serialize_cdr(T[INT32](data=value), INT32))
 
 
+def episode_start(stamp_ns: int, episode: int) -> bytes:
+    """The twin's ``episode_start`` marker: the reset state's stamp, the episode number."""
+    msg = header(stamp_ns)
+    msg.frame_id = str(episode)
+    return bytes(STORE.serialize_cdr(msg, HEADER))
+
+
 # The synthetic bag ------------------------------------------------------------------------
 # toy_spec (conftest): joints a [-1, 1], b [0, 2], passive c; commands (a, b), so the
 # normalized action is (a, b - 1). State i: positions (i/10, 1 + i/10, -i/100), velocities
@@ -82,7 +92,8 @@ def state_vector(i: int) -> list[float]:
 
 def stamp(i: int) -> int:
     """Header stamp of state i; the reset states 12 and 15 repeat the stamp before them,
-    as a twin under sim time does (a reset does not advance its clock)."""
+    as the twin under sim time did before it published ``episode_start`` (a reset does not
+    advance its clock): the synthetic bag is such an older bag."""
     return STAMP0 + {12: 11, 15: 14}.get(i, i) * 100 * MS
 
 
@@ -116,7 +127,8 @@ def write_synthetic(path: Path) -> None:
     """
     Bag time (ms) -> message; s<i> is joint_states + task_state of state i::
 
-        0 Z | 1 s99 | 5 episode 0 | 10 s0 | 20 s1 | 25 A | 30 s2 | 40 s3 | 42 C
+        0 Z (stamped before the bag) | 1 s99 | 5 episode 0 | 10 s0 | 20 s1 | 25 A | 30 s2
+        40 s3 | 42 C
         44 B (joint names b, a) | 50 s4 (joint names c, b, a) | 55 H (hold, stamped 11 days
         later) | 60 s5 | 70 s6 | 72 D (late: stamped with s5, received after s6)
         75 malformed (names a only) | 80 s7 | 90 s8 (no velocity: NaN) | 95 E | 100 s9
@@ -125,7 +137,7 @@ def write_synthetic(path: Path) -> None:
         155 episode 2 | 160 s15 | 170 s16
     """
     with BagWriter(path) as w:
-        write_command(w, 0, Z)
+        write_command(w, 0, Z, stamp_ns=STAMP0 - 100 * MS)
         write_state(w, 1, 99)
         w.write('/toy/episode', INT32, int32(0), 5 * MS)
         write_state(w, 10, 0)
@@ -279,6 +291,23 @@ def test_a_given_layout_selects_and_orders_columns(synthetic, toy_spec):
         transitions_from_bag(synthetic, toy_spec, layout=StateLayout(('vel/q',)))
 
 
+def test_a_command_is_never_before_the_state_it_was_computed_from(tmp_path, toy_spec):
+    """The recorder received D (stamped with s2) before s2: D still drives s2 -> s3."""
+    path = tmp_path / 'early'
+    with BagWriter(path) as w:
+        write_command(w, 5, A, stamp_ns=STAMP0 - 100 * MS)
+        write_state(w, 10, 0)
+        write_state(w, 20, 1)
+        write_command(w, 25, C, stamp_ns=stamp(1))
+        write_command(w, 29, D, stamp_ns=stamp(2))
+        write_state(w, 30, 2)
+        write_state(w, 40, 3)
+    data = transitions_from_bag(path, toy_spec)
+    np.testing.assert_array_equal(data.states, [state_vector(i) for i in range(3)])
+    np.testing.assert_array_equal(data.actions, [(a, b - 1) for a, b in (A, C, D)])
+    np.testing.assert_array_equal(data.next_states, [state_vector(i) for i in range(1, 4)])
+
+
 def test_velocity_robot_commands_velocities(tmp_path, toy_velocity_spec):
     path = tmp_path / 'roach'
     with BagWriter(path) as w:
@@ -387,47 +416,76 @@ class TwinRecording:
     recorder's receive time is the last /clock, so a command received between two steps
     shares the previous state's bag time. Otherwise every message gets its own, later
     receive time, the state stamps are the time of publication.
+
+    ``markers``: the twin as it is, publishing ``episode_start`` and keeping state stamps
+    strictly increasing (a sim-time reset state 1 ns after the last state); False: the
+    twin before, whose bags have ``episode`` only and repeat a stamp at a sim-time reset.
+    ``race``: at an automatic reset the recorder receives the old episode's last state
+    after the ``episode`` (and ``episode_start``) message, as it often does.
     """
 
-    def __init__(self, path: Path, spec, sim_time: bool, seed: int) -> None:
-        self.spec, self.sim_time = spec, sim_time
+    def __init__(self, path: Path, spec, sim_time: bool, seed: int, markers: bool = True,
+                 race: bool = False) -> None:
+        self.spec, self.sim_time, self.markers, self.race = spec, sim_time, markers, race
         self.twin = make_twin('hand24', spec=spec, task='valve', seed=seed)
         self.layout = StateLayout.for_robot(spec, VALVE_STATE_NAMES)
         self.writer = BagWriter(path)
-        self.seed, self.messages, self.last_stamp = seed, 0, 0
+        self.seed, self.messages, self.last_stamp, self.clock = seed, 0, -1, 0
         self.episode = -1
         self.rows: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]] = []
+        self.reset_states: list[np.ndarray] = []
+        self.deferred: list = []     # the old episode's last state, not received yet
 
     def receive_ns(self) -> int:
         self.messages += 1
         if self.sim_time:
-            return self.last_stamp
+            return self.clock
         return 10**12 + int(round(self.twin.time * 1e9)) + 1000 * self.messages
 
-    def publish_state(self) -> np.ndarray:
-        if self.sim_time:       # /clock goes out just before joint_states
-            self.last_stamp = int(round(self.twin.time * 1e9))
-            receive = self.receive_ns()
+    def state_stamp(self) -> int:
+        if self.sim_time:
+            stamp = int(round(self.twin.time * 1e9))
+            if self.markers:
+                stamp = max(stamp, self.last_stamp + 1)
         else:
-            receive = self.receive_ns()
-            self.last_stamp = receive - 1
+            stamp = self.receive_ns()
+        self.last_stamp = stamp
+        return stamp
+
+    def publish_state(self, stamp: int | None = None, defer: bool = False) -> np.ndarray:
+        stamp = self.state_stamp() if stamp is None else stamp
+        if self.sim_time:       # /clock goes out just before joint_states
+            self.clock = stamp
         joints = self.twin.joints()
         names, values = self.twin.task_state()
-        self.writer.write('/hand/joint_states', JOINT_STATE, joint_state(
-            self.last_stamp, self.spec.joint_names, joints.position, joints.velocity,
-            joints.effort), receive)
-        self.writer.write('/hand/task_state', JOINT_STATE,
-                          joint_state(self.last_stamp, names, values), self.receive_ns())
-        obs = Observation(self.last_stamp, joints.position, joints.velocity, tuple(names),
-                          values)
+        js = joint_state(stamp, self.spec.joint_names, joints.position, joints.velocity,
+                         joints.effort)
+        ts = joint_state(stamp, names, values)
+
+        def write() -> None:
+            self.writer.write('/hand/joint_states', JOINT_STATE, js, self.receive_ns())
+            self.writer.write('/hand/task_state', JOINT_STATE, ts, self.receive_ns())
+        if defer:
+            self.deferred.append(write)
+        else:
+            write()
+        obs = Observation(stamp, joints.position, joints.velocity, tuple(names), values)
         return self.layout.vector(obs, self.spec.joint_names)
 
     def start_episode(self) -> np.ndarray:
         self.episode += 1
         self.twin.reset(self.seed + self.episode)
+        stamp = self.state_stamp()
         self.writer.write('/hand/episode', INT32, int32(self.episode), self.receive_ns())
+        if self.markers:
+            self.writer.write('/hand/episode_start', HEADER,
+                              episode_start(stamp, self.episode), self.receive_ns())
+        for write in self.deferred:
+            write()
+        self.deferred.clear()
         self.current = None          # the reset put the actuators back to the default pose
-        return self.publish_state()
+        self.reset_states.append(self.publish_state(stamp))
+        return self.reset_states[-1]
 
     def run(self, steps: int, episode_steps: int, reset_at: int, skip: set[int]) -> None:
         scaler = ActionScaler(self.spec)
@@ -446,22 +504,35 @@ class TwinRecording:
                 self.current = scaler.to_action(pending)
             self.twin.step()
             step_in_episode += 1
-            following = self.publish_state()
+            resets = step_in_episode >= episode_steps
+            following = self.publish_state(defer=self.race and resets)
             if self.current is not None:
                 self.rows.append((state, self.current, following, self.episode))
             state = following
-            if step_in_episode >= episode_steps:
+            if resets:
                 state, step_in_episode = self.start_episode(), 0
         self.writer.close()
         self.twin.close()
 
 
+def assert_rows_are_what_the_twin_ran(data: Transitions, recording: TwinRecording) -> None:
+    rows = recording.rows
+    np.testing.assert_array_equal(data.states, [r[0] for r in rows])
+    np.testing.assert_array_equal(data.actions, [r[1] for r in rows])
+    np.testing.assert_array_equal(data.next_states, [r[2] for r in rows])
+    np.testing.assert_array_equal(data.episode, [r[3] for r in rows])
+    # no transition crosses a reset: none ends in a reset state
+    for reset_state in recording.reset_states:
+        assert not np.any(np.all(data.next_states == reset_state, axis=1))
+
+
+@pytest.mark.parametrize('race', [False, True], ids=['in_order', 'race'])
 @pytest.mark.parametrize('sim_time', [True, False], ids=['sim_time', 'wall_clock'])
-def test_hand_twin_transitions_match_what_the_twin_ran(tmp_path, sim_time):
+def test_hand_twin_transitions_match_what_the_twin_ran(tmp_path, sim_time, race):
     from dexmpc_ros.models.dynamics import DeltaDynamics, DynamicsConfig
 
     spec = load_robot_spec('hand24')
-    recording = TwinRecording(tmp_path / 'hand', spec, sim_time, seed=3)
+    recording = TwinRecording(tmp_path / 'hand', spec, sim_time, seed=3, race=race)
     # episodes: steps 0-11 (automatic reset after 12 steps), 12-19 (reset service at the
     # start of step 20, a command already on its way), 20-31; no command at step 12 (the
     # first step after the automatic reset) nor at 5 and 25 (the last command persists)
@@ -472,10 +543,8 @@ def test_hand_twin_transitions_match_what_the_twin_ran(tmp_path, sim_time):
     data = transitions_from_bag(tmp_path / 'hand', spec)
     assert data.state_names == recording.layout.names
     assert data.action_names == tuple(spec.command_names)
-    np.testing.assert_array_equal(data.states, [r[0] for r in rows])
-    np.testing.assert_array_equal(data.actions, [r[1] for r in rows])
-    np.testing.assert_array_equal(data.next_states, [r[2] for r in rows])
-    np.testing.assert_array_equal(data.episode, [r[3] for r in rows])
+    assert_rows_are_what_the_twin_ran(data, recording)
+    assert np.bincount(data.episode).tolist() == [12, 7, 12]
     assert not np.array_equal(data.states, data.next_states)   # the hand moved
 
     # what the learner does next: episodes for the multi-step validation error
@@ -485,6 +554,52 @@ def test_hand_twin_transitions_match_what_the_twin_ran(tmp_path, sim_time):
                           DynamicsConfig(ensemble_size=1, hidden=(8,)))
     model.fit(data.states, data.actions, data.next_states, epochs=0)
     assert model.multi_step_error(chains, horizon=5)['windows'] == (12 - 4) + (7 - 4) + (12 - 4)
+
+
+@pytest.mark.parametrize('sim_time', [True, False], ids=['sim_time', 'wall_clock'])
+def test_bags_without_episode_start_split_half_a_tick_after_episode(tmp_path, sim_time):
+    """Bags of the twin before ``episode_start``: automatic resets, raced at the recorder."""
+    spec = load_robot_spec('hand24')
+    recording = TwinRecording(tmp_path / 'old', spec, sim_time, seed=5, markers=False,
+                              race=True)
+    recording.run(steps=30, episode_steps=10, reset_at=-1, skip={10})
+    assert 'episode_start' not in {t.rsplit('/', 1)[-1] for t in
+                                   bag_info(tmp_path / 'old').topics}
+    data = transitions_from_bag(tmp_path / 'old', spec)
+    assert_rows_are_what_the_twin_ran(data, recording)
+    # episode 1 starts without a command (step 10 skipped): 9 transitions
+    assert np.bincount(data.episode).tolist() == [10, 9, 10]
+
+
+def test_a_rotation_while_reading_is_no_count_mismatch(tmp_path, toy_spec, monkeypatch):
+    """The recorder closes a segment between the metadata read and the segment reads."""
+    path = tmp_path / 'live'
+    writer = BagWriter(path, BagWriterConfig(flush_period_s=600.0))
+    real = transitions.bag_info
+    reads = []
+
+    def rotate_after_first_read(bag):
+        info = real(bag)
+        if not reads:   # states 3 and 4, in a segment the reader must not see
+            write_command(writer, 35, A)
+            write_state(writer, 40, 3)
+            write_state(writer, 50, 4)
+            assert writer.flush()
+        reads.append(bag)
+        return info
+    try:
+        write_state(writer, 10, 0)
+        write_command(writer, 15, A)
+        write_state(writer, 20, 1)
+        write_state(writer, 30, 2)
+        assert writer.flush()
+        monkeypatch.setattr(transitions, 'bag_info', rotate_after_first_read)
+        data = transitions_from_bag(path, toy_spec)
+    finally:
+        writer.close()
+    np.testing.assert_array_equal(data.states, [state_vector(0), state_vector(1)])
+    np.testing.assert_array_equal(data.next_states, [state_vector(1), state_vector(2)])
+    assert len(transitions_from_bag(path, toy_spec)) == 4   # all of it, once closed
 
 
 def test_delta_actions_are_the_step_from_the_measured_state(tmp_path):

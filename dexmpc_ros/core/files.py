@@ -4,7 +4,9 @@ Crash-safe file writing: replace a file atomically, persist what was written.
 A file that readers open while a process rewrites it (a bag's metadata.yaml, a checkpoint
 store's history.json) is written to a temporary sibling, flushed, optionally fsynced, and
 renamed over the target: a reader sees the old or the new content, never half of it, and
-a crash leaves at most a hidden ``.<name>.*.tmp`` behind.
+a crash leaves at most a hidden ``.<name>.*.tmp`` behind. The file gets the mode an
+ordinary ``open`` would give it (``0o666`` less the umask), not ``mkstemp``'s private
+``0o600``, so that other users can read a bag or a checkpoint store as usual.
 """
 
 from __future__ import annotations
@@ -25,10 +27,31 @@ def fsync_path(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+def umask() -> int:
+    """The process's file-creation mask, read without changing it."""
+    try:
+        with open('/proc/self/status', encoding='ascii') as f:
+            for line in f:
+                if line.startswith('Umask:'):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    # Without /proc (not Linux, or a kernel before 4.7): set and restore, with a strict
+    # mask meanwhile, so a file another thread creates in between is private, never open.
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def default_mode(directory: bool = False) -> int:
+    """The mode ``open`` (``0o666``) or ``mkdir`` (``0o777``) gives under the umask."""
+    return (0o777 if directory else 0o666) & ~umask()
+
+
 def write_text_atomic(path: str | os.PathLike[str], write: Callable[[IO[str]], object],
                       fsync: bool = True) -> None:
     """
-    Replace ``path`` with what ``write(file)`` writes, atomically.
+    Replace ``path`` with what ``write(file)`` writes, atomically, mode ``0o666 & ~umask``.
 
     Args:
         path: the file to replace (its directory must exist).
@@ -43,6 +66,7 @@ def write_text_atomic(path: str | os.PathLike[str], write: Callable[[IO[str]], o
     fd, tmp = tempfile.mkstemp(prefix=f'.{target.name}.', suffix='.tmp', dir=target.parent)
     try:
         with os.fdopen(fd, 'w', encoding='utf-8') as f:
+            os.fchmod(f.fileno(), default_mode())
             write(f)
             f.flush()
             if fsync:

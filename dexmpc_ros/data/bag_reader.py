@@ -6,9 +6,30 @@ the message counts against the metadata and only then returns, so a corrupt bag 
 :class:`~dexmpc_ros.core.errors.BagError` (naming the file) and is never half-loaded.
 :func:`iter_messages` streams instead, and may raise after yielding some messages.
 
+Both read the segments one :class:`BagInfo` lists, with its counts: pass the ``info`` you
+already read, so that a segment the recorder closed since (it rewrites metadata.yaml at
+every rotation) is left out instead of failing the count check.
+
 Time: each message carries two stamps. The bag timestamp (receive time, ns) orders the
-bag and splits it into episodes; ``header.stamp`` (when a message has one) is the time
-of the observation itself.
+bag; ``header.stamp`` (when a message has one) is the time of the observation itself.
+
+Episodes. At a reset the twin publishes ``episode`` (std_msgs/Int32, the new episode's
+number), ``episode_start`` (std_msgs/Header: ``stamp`` is the stamp of the new episode's
+first state, ``frame_id`` its number in decimal), then that first state (the *reset
+state*); its state stamps strictly increase, even across a reset under simulated time.
+The recorder receives each topic on its own subscription, so at a reset the bag times of
+different topics race (the previous episode's last state is often received after
+``episode``), while each topic keeps its publication order. Bag time therefore cannot
+split states exactly; header stamps can: :func:`split_states` puts a state in episode
+``k`` if its stamp is ``>=`` episode ``k``'s start stamp and ``<`` episode ``k + 1``'s.
+Episodes known only from ``episode`` (bags recorded before the twin published
+``episode_start``, or resets before the recorder heard the first ``episode_start``) fall
+back to bag time, shifted half a control tick: the reset state is the last state
+received no later than half a tick after the ``episode`` message. That fallback assumes
+automatic resets (``episode_steps`` or the task ending the episode): a reset by the
+``reset_episode`` service starts a tick, so the first step's state comes with the reset
+and is misread as the reset state. Topics without a header (``reward``) are split by
+:func:`split_ticks`.
 """
 
 from __future__ import annotations
@@ -29,6 +50,8 @@ from dexmpc_ros.core.errors import BagError
 #: ``(bag timestamp [ns], deserialized message)``
 Stamped = tuple[int, Any]
 EPISODE_TOPIC = 'episode'
+#: the episode-start marker topic is the episode topic's name plus this (``episode_start``)
+START_SUFFIX = '_start'
 
 
 @dataclass(frozen=True)
@@ -121,7 +144,8 @@ def resolve_topics(available: Iterable[str], wanted: Sequence[str]) -> dict[str,
 
 
 def iter_messages(path: str | Path, topics: Sequence[str] | None = None,
-                  typestore: Typestore | None = None) -> Iterator[tuple[str, int, Any]]:
+                  typestore: Typestore | None = None,
+                  info: BagInfo | None = None) -> Iterator[tuple[str, int, Any]]:
     """
     Stream ``(topic, bag timestamp [ns], message)`` segment by segment.
 
@@ -130,12 +154,15 @@ def iter_messages(path: str | Path, topics: Sequence[str] | None = None,
         topics: names to keep (see :func:`resolve_topics`); None keeps all.
         typestore: message definitions; default ROS 2 Jazzy, extended with any definition
             a segment carries for a type it lacks.
+        info: the bag's metadata as read before; only the segments it lists are read.
+            Default: read metadata.yaml now.
 
     Raises:
         BagError: naming the file, for bad metadata or an unreadable/corrupt segment
             (possibly after some messages were yielded).
     """
-    info = bag_info(path)
+    if info is None:
+        info = bag_info(path)
     keep = None if topics is None else set(resolve_topics(info.topics, topics).values())
     store = typestore or get_typestore(Stores.ROS2_JAZZY)
     for segment in info.files:
@@ -143,21 +170,32 @@ def iter_messages(path: str | Path, topics: Sequence[str] | None = None,
 
 
 def read_bag(path: str | Path, topics: Sequence[str] | None = None,
-             typestore: Typestore | None = None) -> dict[str, list[Stamped]]:
+             typestore: Typestore | None = None,
+             info: BagInfo | None = None) -> dict[str, list[Stamped]]:
     """
     Load a whole bag: ``{topic: [(bag timestamp [ns], message), ...]}`` in time order.
 
-    Topics listed in the metadata but silent map to empty lists.
+    Topics listed in the metadata but silent map to empty lists. Equal timestamps keep
+    the order the bag holds them in (per topic: the order the recorder received them).
+
+    Args:
+        path: bag directory.
+        topics: names to load (see :func:`resolve_topics`); None loads all.
+        typestore: as :func:`iter_messages`.
+        info: the bag's metadata as read before: exactly the segments and message counts
+            it lists are loaded, whatever the recorder appended since. Default: read
+            metadata.yaml now (once).
 
     Raises:
         BagError: naming the file, for bad metadata, an unreadable/corrupt segment, or
-            segments whose message counts disagree with metadata.yaml.
+            segments whose message counts disagree with the metadata.
     """
-    info = bag_info(path)
+    if info is None:
+        info = bag_info(path)
     names = list(info.topics) if topics is None else \
         list(resolve_topics(info.topics, topics).values())
     out: dict[str, list[Stamped]] = {name: [] for name in names}
-    for topic, stamp, msg in iter_messages(path, names, typestore):
+    for topic, stamp, msg in iter_messages(path, names, typestore, info):
         out[topic].append((stamp, msg))
     for name, msgs in out.items():
         expected = info.topics[name].message_count
@@ -241,7 +279,7 @@ def joint_state_series(messages: Sequence[Stamped],
     stamps = np.empty(count, dtype=np.int64)
     for row, (t, msg) in enumerate(messages):
         receive[row] = t
-        stamps[row] = int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+        stamps[row] = _stamp_ns(msg.header.stamp)
         msg_names = tuple(msg.name)
         if msg_names == names:
             order: Any = slice(None)
@@ -270,45 +308,184 @@ def scalar_series(messages: Sequence[Stamped], field: str = 'data'
 # Episodes -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Episode:
-    """Episode ``index`` spans bag time ``[start_ns, end_ns)``."""
+    """
+    Episode ``index``: bag time ``[start_ns, end_ns)`` and, when known, its start stamp.
+
+    Bag time races at a reset (see the module docstring), so ``start_ns``/``end_ns`` place
+    an episode to within a control tick only; split states with :func:`split_states`.
+
+    Attributes:
+        index: the episode's number (the twin counts from 0).
+        start_ns: bag time of its ``episode_start`` message (of its ``episode`` message
+            when ``stamp_ns`` is None).
+        end_ns: bag time where the next episode starts; for the last one, just after the
+            bag's last message.
+        stamp_ns: header stamp of its first state (``episode_start``); None when the bag
+            knows the episode from ``episode`` only.
+    """
 
     index: int
     start_ns: int
     end_ns: int
+    stamp_ns: int | None = None
 
     def contains(self, t_ns: int) -> bool:
-        """True if bag time ``t_ns`` falls in this episode."""
+        """True if bag time ``t_ns`` falls in this episode (to within a tick at resets)."""
         return self.start_ns <= t_ns < self.end_ns
 
 
 def episodes(bag: dict[str, list[Stamped]], topic: str = EPISODE_TOPIC) -> list[Episode]:
     """
-    Split bag time into episodes with the ``episode`` topic (std_msgs/Int32).
+    The episodes of a bag, in order, from its ``episode`` and ``episode_start`` topics.
 
-    Each ``episode`` message starts episode ``data`` at its bag timestamp; an episode
-    ends where the next one starts, the last one just after the bag's last message.
-    Messages before the first ``episode`` message belong to no episode.
+    Each ``episode_start`` message (on ``<episode topic>_start``) is an episode with its
+    start stamp. Each ``episode`` message numbered below the first ``episode_start`` (all
+    of them in a bag without one) is an episode known by bag time only, placed before.
 
     Args:
-        bag: as returned by :func:`read_bag` (with the episode topic and the others).
+        bag: as returned by :func:`read_bag`: the episode topic and, if the bag has it,
+            the ``episode_start`` topic (left out, every episode falls back to bag time).
         topic: episode topic name (relative names match any namespace).
 
     Raises:
-        BagError: the bag has no episode topic.
+        BagError: the bag has no episode topic, or an ``episode_start`` ``frame_id`` is
+            not an episode number.
     """
     name = resolve_topics(bag, [topic])[topic]
-    starts = sorted((t, int(msg.data)) for t, msg in bag[name])
+    marks = []
+    for t, msg in bag.get(name + START_SUFFIX, []):
+        try:
+            index = int(msg.frame_id)
+        except ValueError:
+            raise BagError(f'{name}{START_SUFFIX} at bag time {t} ns: frame_id '
+                           f'{msg.frame_id!r} is not an episode number') from None
+        marks.append((_stamp_ns(msg.stamp), t, index))
+    marks.sort()
+    first = marks[0][2] if marks else None
+    starts: list[tuple[int, int, int | None]] = sorted(
+        (t, int(msg.data), None) for t, msg in bag[name]
+        if first is None or int(msg.data) < first)
+    starts += [(t, index, stamp) for stamp, t, index in marks]
     last = max((msgs[-1][0] for msgs in bag.values() if msgs), default=0)
     result = []
-    for i, (t, index) in enumerate(starts):
+    for i, (t, index, stamp) in enumerate(starts):
         end = starts[i + 1][0] if i + 1 < len(starts) else max(last, t) + 1
-        result.append(Episode(index, t, end))
+        result.append(Episode(index, t, end, stamp))
     return result
 
 
+@dataclass(frozen=True)
+class StateEpisodes:
+    """
+    The episode of each row of a state series (see :func:`split_states`).
+
+    Attributes:
+        episodes: the bag's episodes (:func:`episodes`).
+        position: (T,) int64 index into ``episodes`` of each row's episode; -1 for a row
+            before the first episode.
+        reset: (T,) bool: the row is its episode's reset state (published at the reset,
+            before any step: no reward goes with it).
+    """
+
+    episodes: tuple[Episode, ...]
+    position: np.ndarray
+    reset: np.ndarray
+
+    def rows(self, k: int) -> np.ndarray:
+        """Rows of ``episodes[k]``, in series order."""
+        return np.flatnonzero(self.position == k)
+
+
+def split_states(series: JointStateSeries, eps: Sequence[Episode]) -> StateEpisodes:
+    """
+    The episode of each state of a per-tick state topic (``joint_states``, ``task_state``).
+
+    A row belongs to the episode with the latest start stamp at or before its
+    ``header.stamp``; the row stamped with the start stamp itself is the reset state. A
+    row stamped before every start stamp goes to the episodes known by bag time only
+    (module docstring): such an episode's reset state is the last row received up to half
+    a tick (half the median interval between rows) after its ``episode`` message, and the
+    episode runs to the next one's reset state.
+
+    Args:
+        series: the topic in the order the bag holds it (as :func:`read_bag` returns it:
+            per topic, publication order).
+        eps: the bag's episodes (:func:`episodes`).
+    """
+    eps = tuple(eps)
+    count = len(series)
+    position = np.full(count, -1, dtype=np.int64)
+    reset = np.zeros(count, dtype=bool)
+    by_time = np.array([k for k, ep in enumerate(eps) if ep.stamp_ns is None], dtype=np.int64)
+    if by_time.size and count:
+        cuts = np.array([eps[k].start_ns for k in by_time], dtype=np.int64) + \
+            _half_tick(series.receive_ns)
+        first = np.searchsorted(series.receive_ns, cuts, side='right') - 1
+        which = np.searchsorted(first, np.arange(count), side='right') - 1
+        position[which >= 0] = by_time[which[which >= 0]]
+        reset[first[first >= 0]] = True
+    by_stamp = np.array([k for k, ep in enumerate(eps) if ep.stamp_ns is not None],
+                        dtype=np.int64)
+    if by_stamp.size and count:
+        starts = np.array([eps[k].stamp_ns for k in by_stamp], dtype=np.int64)
+        which = np.searchsorted(starts, series.stamps, side='right') - 1
+        inside = which >= 0
+        position[inside] = by_stamp[which[inside]]
+        reset[inside] = series.stamps[inside] == starts[which[inside]]
+    return StateEpisodes(eps, position, reset)
+
+
+def split_ticks(receive_ns: np.ndarray, series: JointStateSeries,
+                states: StateEpisodes) -> np.ndarray:
+    """
+    The episode of each message of a per-tick topic without a header (``reward``).
+
+    The twin publishes such a message right after each state it steps to, none with a
+    reset state: each message goes with the step state (a row of ``series`` that is not a
+    reset state) received nearest to it, which is its own state as long as the recorder
+    receives the two within half a control tick of each other. Without any step state,
+    by bag time instead: from half a tick (of these messages) after an episode's start.
+
+    Args:
+        receive_ns: (M,) sorted bag times of the messages [ns].
+        series: the state topic ``states`` splits.
+        states: :func:`split_states` of ``series``.
+
+    Returns:
+        (M,) int64 index into ``states.episodes`` (-1: before the first episode).
+    """
+    receive_ns = np.asarray(receive_ns, dtype=np.int64)
+    steps = np.flatnonzero(~states.reset)
+    if not steps.size:
+        cuts = np.array([ep.start_ns for ep in states.episodes], dtype=np.int64) + \
+            _half_tick(receive_ns)
+        return np.searchsorted(cuts, receive_ns, side='left').astype(np.int64) - 1
+    times = series.receive_ns[steps]
+    after = np.minimum(np.searchsorted(times, receive_ns), len(times) - 1)
+    before = np.maximum(after - 1, 0)
+    nearest = np.where(receive_ns - times[before] <= np.abs(times[after] - receive_ns),
+                       before, after)
+    return states.position[steps[nearest]]
+
+
 def episode_slices(receive_ns: np.ndarray, eps: Sequence[Episode]) -> list[slice]:
-    """Row ranges of a time-sorted ``receive_ns`` (T,) that fall in each episode."""
+    """
+    Row ranges of a time-sorted ``receive_ns`` (T,) that fall in each episode's bag time.
+
+    Approximate at resets (bag time races); for states use :func:`split_states`.
+    """
     return [slice(*_span(receive_ns, ep.start_ns, ep.end_ns)) for ep in eps]
+
+
+def _stamp_ns(stamp: Any) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def _half_tick(sorted_ns: np.ndarray) -> int:
+    """Half the median interval between consecutive messages of a per-tick topic [ns]."""
+    gaps = np.diff(np.asarray(sorted_ns, dtype=np.int64))
+    gaps = gaps[gaps > 0]
+    return int(np.median(gaps) // 2) if gaps.size else 0
 
 
 def _span(sorted_ns: np.ndarray, start_ns: int, end_ns: int | None) -> tuple[int, int]:

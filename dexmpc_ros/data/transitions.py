@@ -9,7 +9,8 @@ supervisor publish:
   :class:`~dexmpc_ros.core.state_layout.StateLayout`;
 - ``command`` (trajectory_msgs/JointTrajectory, first point's ``positions`` for position
   robots, ``velocities`` for velocity robots): what the robot executes;
-- ``episode`` (std_msgs/Int32), published at each reset.
+- ``episode`` (std_msgs/Int32) and ``episode_start`` (std_msgs/Header, stamped with the
+  new episode's first state), published at each reset.
 
 Which command drives which step. The robot applies, at each step, the newest command it
 received since its previous step, and keeps its last command when none arrived. The
@@ -24,17 +25,31 @@ the recorder's clock then advances once per twin step, so a command received bet
 steps carries exactly the timestamp of the state before it. The recorder and the robot
 hear the command over separate connections, so a command that reaches the robot just
 before a step but the recorder just after it is attributed one step late; that is the
-resolution of this rule.
+resolution of this rule. One exception uses the stamp: a command stamped with a state's
+stamp is never placed before that state. A controller computes it from that state, so
+the robot got it after publishing the state and applies it from the next step on; the
+recorder may still receive it first, because the twin's burst of messages at a reset
+(the old episode's last state, the markers, the new first state) delays the state
+(seen in a sim-time run at 3 of 6 resets). Without the exception the command would
+label the step into the state it was computed from and leave the first step of the new
+episode without an action.
 
-Episodes. Each ``episode`` message starts a new segment (messages before the first one
-form a segment of their own; a bag without ``episode`` messages is one segment), and no
-transition spans two segments. A reset puts the robot's actuators back to the default
-pose (every twin's ``reset`` does), so the action in force does NOT carry into the new
-episode; only a command received after the previous episode's last state does, because
-the robot applies it at its first step after the reset (whichever of the reset and the
-command came first). Transitions before the episode's first such command are dropped:
-the robot ran on its reset targets, which no command names. Transitions get dense episode
-ids ``0..E-1`` per bag in time order, counting only segments that yield a transition.
+Episodes. :func:`~dexmpc_ros.data.bag_reader.split_states` splits the states by header
+stamp: a state belongs to episode ``k`` if its stamp is at or after episode ``k``'s start
+stamp (``episode_start``) and before episode ``k + 1``'s, whatever order the recorder
+received the topics in at the reset. A bag without ``episode_start`` (recorded before the
+twin published it) falls back to bag time, each reset moved half a control tick past its
+``episode`` message: right for automatic resets received within half a tick, wrong for a
+reset by the ``reset_episode`` service (see :mod:`~dexmpc_ros.data.bag_reader`). States
+before the first episode form a segment of their own, a bag without ``episode`` messages
+is one segment, and no transition spans two segments. A reset puts the robot's actuators
+back to the default pose (every twin's ``reset`` does), so the action in force does NOT
+carry into the new episode; only a command received after the previous episode's last
+state does, because the robot applies it at its first step after the reset (whichever of
+the reset and the command came first). Transitions before the episode's first such
+command are dropped: the robot ran on its reset targets, which no command names.
+Transitions get dense episode ids ``0..E-1`` per bag in time order, counting only
+segments that yield a transition.
 
 Dropped data, never guessed:
 
@@ -74,8 +89,10 @@ from dexmpc_ros.core.action_space import ActionScaler, DeltaActionScaler, check_
 from dexmpc_ros.core.errors import BagError
 from dexmpc_ros.core.robot_spec import RobotSpec
 from dexmpc_ros.core.state_layout import POS, TASK, VEL, StateLayout
-from dexmpc_ros.data.bag_reader import (EPISODE_TOPIC, BagInfo, JointStateSeries, bag_info,
-                                        iter_messages, joint_state_series, resolve_topics)
+from dexmpc_ros.data.bag_reader import (EPISODE_TOPIC, START_SUFFIX, BagInfo,
+                                        JointStateSeries, bag_info, episodes,
+                                        iter_messages, joint_state_series, resolve_topics,
+                                        split_states)
 
 log = logging.getLogger(__name__)
 
@@ -289,6 +306,9 @@ def transitions_from_bag(bag_dir: str | Path, spec: RobotSpec,
     except BagError as exc:
         raise BagError(f'{path}: {exc}') from exc
     by_key = {key: topics.get(full[key]) for key in full}
+    marker = by_key[EPISODE_TOPIC] and by_key[EPISODE_TOPIC] + START_SUFFIX
+    if marker in info.topics:
+        topics[marker] = marker
 
     events = _read_ordered(path, info, list(topics.values()))
     per_topic: dict[str | None, list[int]] = defaultdict(list)
@@ -310,6 +330,16 @@ def transitions_from_bag(bag_dir: str | Path, spec: RobotSpec,
         raise BagError(f'{path}: {exc}') from exc
     states = _state_matrix(path, layout, spec, joints, task)
     valid = np.all(np.isfinite(states), axis=1)
+    if by_key[EPISODE_TOPIC]:
+        try:
+            eps = episodes({name: [(t, m) for _, t, m in (events[i] for i in per_topic[name])]
+                            for name in (by_key[EPISODE_TOPIC], marker)},
+                           by_key[EPISODE_TOPIC])
+        except BagError as exc:
+            raise BagError(f'{path}: {exc}') from exc
+        segment_of = split_states(joints, eps).position
+    else:
+        segment_of = np.zeros(len(joints), dtype=np.int64)
 
     check_action_space(action_space)
     scaler = ActionScaler(spec)
@@ -324,28 +354,30 @@ def transitions_from_bag(bag_dir: str | Path, spec: RobotSpec,
         log.warning('%s: skipped %d malformed command(s); first at bag time %d ns: %s',
                     path, len(bad), bad[0][0], bad[0][1])
 
-    # Walk the bag in receive order, replaying what the robot did with each message.
+    # Walk the bag in receive order, replaying what the robot did with each message. A
+    # state of another segment than the one before it had a reset in between: only a
+    # command received after the previous state (pending) survives it.
     kind = {}
-    for key in (JOINT_STATES_TOPIC, COMMAND_TOPIC, EPISODE_TOPIC):
-        for row, i in enumerate(per_topic[by_key[key]] if by_key[key] else []):
+    for key in (JOINT_STATES_TOPIC, COMMAND_TOPIC):
+        for row, i in enumerate(per_topic[by_key[key]]):
             kind[i] = (key, row)
+    order = _causal_order(kind, js_events, per_topic[by_key[JOINT_STATES_TOPIC]],
+                          cmd_events, per_topic[by_key[COMMAND_TOPIC]])
     rows: list[tuple[int, np.ndarray, int, int]] = []
     current: np.ndarray | None = None   # the action in force
     pending: np.ndarray | None = None   # the newest command since the last state
     previous: int | None = None         # the segment's last state (row of ``joints``)
-    segment = 0
-    for i in sorted(kind):
+    for i in order:
         key, row = kind[i]
-        if key == EPISODE_TOPIC:
-            current, previous, segment = pending, None, segment + 1
-        elif key == COMMAND_TOPIC:
+        if key == COMMAND_TOPIC:
             if actions[row] is not None:
                 current = pending = actions[row]
-        else:
-            if previous is not None and current is not None and valid[previous] and \
-                    valid[row]:
-                rows.append((previous, current, row, segment))
-            previous, pending = row, None
+            continue
+        if previous is not None and segment_of[row] != segment_of[previous]:
+            current, previous = pending, None
+        if previous is not None and current is not None and valid[previous] and valid[row]:
+            rows.append((previous, current, row, int(segment_of[row])))
+        previous, pending = row, None
     if not rows:
         raise BagError(
             f'{path}: no transition: {len(js_events)} joint_states ({int(valid.sum())} '
@@ -419,10 +451,12 @@ def _read_ordered(path: Path, info: BagInfo, topics: list[str]) -> list[tuple[st
 
     Sorted by bag time, ties kept in the order the bag yields them: the reader sorts each
     MCAP chunk stably and merges chunks (and we concatenate segments) in file order, so
-    equal timestamps stay in the order the recorder wrote them. All or nothing, as
+    equal timestamps stay in the order the recorder wrote them. Reads the segments
+    ``info`` lists and checks its counts, so a segment the recorder appends meanwhile
+    is not read (rather than failing the count check). All or nothing, as
     :func:`~dexmpc_ros.data.bag_reader.read_bag`.
     """
-    events = list(iter_messages(path, topics))
+    events = list(iter_messages(path, topics, info=info))
     counts = Counter(topic for topic, _, _ in events)
     for topic in topics:
         expected = info.topics[topic].message_count
@@ -431,6 +465,30 @@ def _read_ordered(path: Path, info: BagInfo, topics: list[str]) -> list[tuple[st
                            f' the segments hold {counts[topic]}')
     events.sort(key=lambda event: event[1])
     return events
+
+
+def _causal_order(kind: dict[int, tuple[str, int]], js_events: list[tuple[str, int, Any]],
+                  js_index: list[int], cmd_events: list[tuple[str, int, Any]],
+                  cmd_index: list[int]) -> list[int]:
+    """
+    Event indices in receive order, each command moved after the first state with its stamp.
+
+    Only a command received before every state carrying its stamp moves (see the module
+    docstring); the others keep their place.
+    """
+    first_state: dict[int, int] = {}
+    for (_, _, msg), i in zip(js_events, js_index):
+        first_state.setdefault(_stamp(msg), i)
+    key = {i: (i, 0, i) for i in kind}
+    for (_, _, msg), i in zip(cmd_events, cmd_index):
+        state = first_state.get(_stamp(msg))
+        if state is not None and state > i:
+            key[i] = (state, 1, i)
+    return sorted(kind, key=key.__getitem__)
+
+
+def _stamp(msg: Any) -> int:
+    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
 
 
 def _task_names(path: Path, ts_events: list[tuple[str, int, Any]]) -> tuple[str, ...]:

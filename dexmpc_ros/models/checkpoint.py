@@ -43,7 +43,7 @@ import torch
 
 import dexmpc_ros
 from dexmpc_ros.core.errors import CheckpointError
-from dexmpc_ros.core.files import fsync_path
+from dexmpc_ros.core.files import default_mode, fsync_path
 from dexmpc_ros.models.dynamics import DeltaDynamics, DynamicsConfig
 
 FORMAT = 'dexmpc_ros.delta_dynamics'
@@ -91,6 +91,8 @@ def save_checkpoint(directory: str | os.PathLike[str], dynamics: DeltaDynamics,
 
     tmp = Path(tempfile.mkdtemp(prefix=f'.{final.name}.', suffix='.tmp', dir=final.parent))
     try:
+        # mkdtemp's 0o700 would make the checkpoint private to this user
+        os.chmod(tmp, default_mode(directory=True))
         weights = safetensors.torch.save(tensors, metadata={'format': 'pt'})
         _write_synced(tmp / WEIGHTS_FILE, weights)
         manifest['weights'] = {'file': WEIGHTS_FILE, 'bytes': len(weights),

@@ -1,9 +1,18 @@
 """
 Twin node: a MuJoCo twin behind exactly the ROS interface a driver offers.
 
-Publishes ``joint_states``, ``task_state``, ``reward``, ``episode``, ``odom`` (mobile
-robots), optionally ``camera/color/image_raw``; obeys only ``command`` (from the safety
-supervisor); ``reset_episode`` (std_srvs/Trigger) starts a new episode.
+Publishes ``joint_states``, ``task_state``, ``reward``, ``episode``, ``episode_start``,
+``odom`` (mobile robots), optionally ``camera/color/image_raw``; obeys only ``command``
+(from the safety supervisor); ``reset_episode`` (std_srvs/Trigger) starts a new episode.
+
+Episodes. At a reset the twin publishes ``episode`` (std_msgs/Int32: the new episode's
+number) and ``episode_start`` (std_msgs/Header: ``stamp`` is the stamp of the new
+episode's first state, ``frame_id`` its number in decimal), both latched, then that first
+state. State stamps (``joint_states``, ``task_state``, ``odom``) strictly increase: under
+simulated time a reset does not advance the clock, so the first state of an episode is
+stamped 1 ns after the previous episode's last. A bag can thus be split into episodes by
+header stamps alone (:func:`dexmpc_ros.data.bag_reader.split_states`), whatever order
+the recorder receives the topics in.
 
 Timing: one control period of physics per tick. ``real_time_factor`` 1.0 ticks at the
 robot's control rate on the wall clock; ``k`` ticks k times faster; 0 runs as fast as
@@ -24,7 +33,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Float64, Int32
+from std_msgs.msg import Float64, Header, Int32
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 from diagnostic_msgs.msg import DiagnosticArray
@@ -108,11 +117,13 @@ class TwinNode(Node):
         self._commands_applied = 0
         self._commands_rejected = 0
         self._next_image_time = 0.0
+        self._last_state_stamp = -1
 
         self.pub_joints = self.create_publisher(JointState, 'joint_states', 10)
         self.pub_task = self.create_publisher(JointState, 'task_state', 10)
         self.pub_reward = self.create_publisher(Float64, 'reward', 10)
         self.pub_episode = self.create_publisher(Int32, 'episode', LATCHED)
+        self.pub_episode_start = self.create_publisher(Header, 'episode_start', LATCHED)
         self.pub_diag = self.create_publisher(DiagnosticArray, 'diagnostics', 10)
         self.pub_odom = (self.create_publisher(Odometry, 'odom', 10)
                          if self.twin.odom() is not None else None)
@@ -193,16 +204,25 @@ class TwinNode(Node):
         self.twin.reset(seed)
         self._episode_step = 0
         self._episode_return = 0.0
+        stamp = self._state_stamp()
         self.pub_episode.publish(Int32(data=self._episode))
-        self._publish_state(with_reward=False)
+        self.pub_episode_start.publish(convert.header(stamp, str(self._episode)))
+        self._publish_state(with_reward=False, stamp=stamp)
 
     def _stamp_ns(self) -> int:
         if self.cfg.publish_clock:
             return int(round(self.twin.time * 1e9))
         return self.get_clock().now().nanoseconds
 
-    def _publish_state(self, with_reward: bool) -> None:
-        stamp = self._stamp_ns()
+    def _state_stamp(self) -> int:
+        """The next state's stamp: the clock, but always after the previous state's."""
+        stamp = max(self._stamp_ns(), self._last_state_stamp + 1)
+        self._last_state_stamp = stamp
+        return stamp
+
+    def _publish_state(self, with_reward: bool, stamp: int | None = None) -> None:
+        if stamp is None:
+            stamp = self._state_stamp()
         if self.pub_clock is not None:
             self.pub_clock.publish(Clock(clock=convert.ns_to_time(stamp)))
         joints = self.twin.joints()

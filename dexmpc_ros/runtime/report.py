@@ -17,22 +17,23 @@ episode against env steps, coloured exploring/planning, a line at each checkpoin
 ``validation.png`` (validation score of every checkpoint) and ``planning.png`` (the mpc
 node's planning time and missed ticks over the run). A plot without data is left out.
 
-Episodes. The twin publishes, at a reset, ``episode`` then the new episode's first
-``task_state`` (no ``reward``), right after the previous episode's last ``task_state`` and
-``reward``. The recorder receives these on separate subscriptions, so their bag times
-race: in a 90 s hand run, 27 of 45 last states and 30 of 45 last rewards were stamped
-just *after* the ``episode`` message. Each boundary is therefore moved half a control
-tick (half the median interval between ``task_state`` messages) past the ``episode``
-message: everything of the reset tick falls before it, the next step's messages after.
-Per topic the bag keeps publication order, so the last ``task_state`` before a boundary
-is the new episode's first state, and the one before it the old episode's last. This
-assumes automatic resets (``episode_steps`` or the task ending the episode): a reset by
-the ``reset_episode`` service starts a tick, so its first step's state comes with it and
-the previous episode's last state is misread as the new one's. Episode ``k`` runs from
-boundary ``k`` to boundary ``k + 1``; the last, unfinished episode and anything before
-the first ``episode`` message are left out. ``steps`` counts its rewards (env steps);
-the first episode is *partial* when it has fewer steps than the twin's ``episode_steps``
-(the recorder joined late) and is then left out of every statistic.
+Episodes. The twin publishes, at a reset, ``episode``, ``episode_start`` (stamped with the
+new episode's first state) and then that first ``task_state`` (no ``reward``), right
+after the previous episode's last ``task_state`` and ``reward``. The recorder receives
+these on separate subscriptions, so their bag times race (in a 90 s hand run, 27 of 45
+last states and 30 of 45 last rewards were stamped just *after* the ``episode`` message).
+States are therefore split by header stamp with the reader's
+:func:`~dexmpc_ros.data.bag_reader.split_states`, and each ``reward`` (no header) goes with
+the step state received nearest to it (:func:`~dexmpc_ros.data.bag_reader.split_ticks`).
+Bags recorded before the twin published ``episode_start`` fall back to bag time, each
+boundary moved half a control tick past the ``episode`` message; that assumes automatic
+resets (a reset by the ``reset_episode`` service starts a tick, so its first step's state
+comes with it and the previous episode's last state is misread as the new one's).
+Episode ``k`` runs from its reset state to the next episode's; the last, unfinished
+episode and anything before the first episode are left out. ``steps`` counts its
+rewards (env steps); the first episode is *partial* when it has fewer steps than the
+twin's ``episode_steps`` (the recorder joined late) and is then left out of every
+statistic.
 
 Success is per task (:data:`SUCCESS_RULES`): valve turning succeeds when the final
 ``|angle_error| < 0.25`` rad (PDDM, papers.md §7.5). Tasks without a rule get returns only.
@@ -65,7 +66,8 @@ import yaml
 
 from dexmpc_ros.core.errors import BagError, ConfigError
 from dexmpc_ros.core.files import write_text_atomic
-from dexmpc_ros.data.bag_reader import Stamped, bag_info, read_bag, resolve_topics
+from dexmpc_ros.data.bag_reader import (Stamped, bag_info, episodes, joint_state_series,
+                                        read_bag, resolve_topics, split_states, split_ticks)
 from dexmpc_ros.models.store import HISTORY_FILE, CheckpointStore, Entry
 
 REPORT_DIR = 'report'
@@ -395,11 +397,11 @@ def read_run_bag(bag_dir: Path) -> dict[str, list[Stamped]]:
         BagError: a missing or corrupt bag, naming the file.
     """
     info = bag_info(bag_dir)
-    wanted = [name for name in ('episode', 'task_state', 'reward')
+    wanted = [name for name in ('episode', 'episode_start', 'task_state', 'reward')
               if any(t == '/' + name or t.endswith('/' + name) for t in info.topics)]
     resolved = resolve_topics(info.topics, wanted)
     diagnostics = [t for t in info.topics if t.endswith('/diagnostics')]
-    bag = read_bag(bag_dir, [*resolved.values(), *diagnostics])
+    bag = read_bag(bag_dir, [*resolved.values(), *diagnostics], info=info)
     out = {name: bag[topic] for name, topic in resolved.items()}
     out['diagnostics'] = sorted((item for t in diagnostics for item in bag[t]),
                                 key=lambda item: item[0])
@@ -422,13 +424,6 @@ def number(values: dict[str, str], key: str) -> float:
         return float(values[key])
     except (KeyError, TypeError, ValueError):
         return math.nan
-
-
-def tick_tolerance(times_ns: np.ndarray) -> int:
-    """Half the median interval between consecutive messages of one per-tick topic [ns]."""
-    gaps = np.diff(np.asarray(times_ns, dtype=np.int64))
-    gaps = gaps[gaps > 0]
-    return int(np.median(gaps) // 2) if gaps.size else 0
 
 
 def swaps_from_log(log_path: Path, node: str) -> list[Swap]:
@@ -484,24 +479,21 @@ def episode_records(bag: dict[str, list[Stamped]], rule: SuccessRule | None,
     """
     if 'episode' not in bag:
         raise BagError('the bag has no episode topic: no episodes to report')
-    starts = sorted((t, int(msg.data)) for t, msg in bag['episode'])
+    starts = episodes(bag)
     states = bag.get('task_state', [])
-    state_ns = np.array([t for t, _ in states], dtype=np.int64)
+    series = joint_state_series(states, ())   # stamps and bag times only
+    split = split_states(series, starts)
     rewards = bag.get('reward')
     reward_ns = np.array([t for t, _ in rewards or []], dtype=np.int64)
     reward_values = np.array([float(m.data) for _, m in rewards or []], dtype=np.float64)
-    tol = tick_tolerance(state_ns if state_ns.size > 1 else reward_ns)
-    cuts = [t + tol for t, _ in starts]
+    reward_episode = split_ticks(reward_ns, series, split)
     swap_ns = np.array([s.t_ns for s in swaps], dtype=np.int64)
     records: list[EpisodeRecord] = []
     for k in range(len(starts) - 1):
-        # last state of the reset tick = the episode's first state; the one before = the
-        # previous episode's last (per-topic order is publication order)
-        first = int(np.searchsorted(state_ns, cuts[k], side='right')) - 1
-        nxt = int(np.searchsorted(state_ns, cuts[k + 1], side='right')) - 1
-        lo = int(np.searchsorted(reward_ns, cuts[k], side='right'))
-        hi = int(np.searchsorted(reward_ns, cuts[k + 1], side='right'))
-        step_states = nxt - first - 1
+        rows = split.rows(k)
+        step_states = int((~split.reset[rows]).sum())
+        lo = int(np.searchsorted(reward_episode, k, side='left'))
+        hi = int(np.searchsorted(reward_episode, k, side='right'))
         steps = hi - lo if rewards is not None else step_states
         if step_states <= 0 and (rewards is None or steps <= 0):
             continue
@@ -509,7 +501,7 @@ def episode_records(bag: dict[str, list[Stamped]], rule: SuccessRule | None,
         if rule is not None:
             if step_states <= 0:
                 continue
-            msg = states[nxt - 1][1]
+            msg = states[rows[-1]][1]
             names = list(msg.name)
             if rule.entry not in names:
                 raise BagError(f'task_state lacks {rule.entry!r} (the success rule); it has '
@@ -518,9 +510,10 @@ def episode_records(bag: dict[str, list[Stamped]], rule: SuccessRule | None,
             success = bool(rule(final_error))
         episode_return = float(reward_values[lo:hi].sum()) if rewards is not None \
             else math.nan
-        swap = int(np.searchsorted(swap_ns, starts[k][0], side='right'))
+        swap = int(np.searchsorted(swap_ns, starts[k].start_ns, side='right'))
         records.append(EpisodeRecord(
-            episode=starts[k][1], start_ns=starts[k][0], end_ns=starts[k + 1][0],
+            episode=starts[k].index, start_ns=starts[k].start_ns,
+            end_ns=starts[k + 1].start_ns,
             steps=steps, episode_return=episode_return, final_error=final_error,
             success=success, swap=swap,
             checkpoint=swaps[swap - 1].checkpoint if swap else None,
