@@ -135,13 +135,48 @@ def test_normalizer_constant_dimension_gets_unit_std():
     assert norm.normalize(np.array([4.5, 3.5]))[1] == pytest.approx(0.5)
 
 
+def test_constant_dimensions_are_kept_and_predicted_at_their_mean():
+    data = np.array([[0.0, 3.0], [1.0, 3.0], [2.0, 3.0]])
+    norm = Normalizer.from_data(data)
+    assert norm.constant.tolist() == [False, True]
+    assert norm.output_std.tolist() == [norm.std[0], 0.0]
+    mean, std = norm.output_stats_like(torch.zeros(5, 2))
+    assert (torch.full((5, 2), 7.0) * std + mean)[:, 1].tolist() == [3.0] * 5
+    again = Normalizer.from_dict(norm.to_dict())
+    assert again.constant.tolist() == [False, True]
+    # Normalizers saved before 'constant' existed load with none constant.
+    assert not Normalizer.from_dict({'mean': [0.0], 'std': [1.0]}).constant.any()
+
+
+def test_a_state_column_that_never_changed_does_not_drift_in_rollouts():
+    """A Δ that is always 0 in the data (a target) stays exactly put, on both rollout paths."""
+    rng = np.random.default_rng(0)
+    states = rng.standard_normal((200, 3))
+    states[:, 2] = 0.25                                   # constant column, e.g. a target
+    actions = rng.uniform(-1, 1, (200, 1))
+    nxt = states + 0.1 * np.c_[actions, -actions, np.zeros(200)]
+    model = DeltaDynamics(3, 1, DynamicsConfig(hidden=(16,), epochs=3, seed=0))
+    model.fit(states, actions, nxt)
+    start = np.array([0.5, -0.5, 0.25], dtype=np.float32)
+    acts = torch.from_numpy(rng.uniform(-1, 1, (8, 6, 1))).float()
+    reference = torch.empty(3, 8, 6, 3)
+    with torch.inference_mode():
+        model._rollout_reference(reference, torch.from_numpy(start), acts)
+    for path in (model.rollout(start, acts), reference):
+        assert torch.allclose(path[..., 2], torch.tensor(0.25), atol=1e-6, rtol=0)
+        assert path[..., 0].std() > 0.01  # the other columns do move
+    assert model.predict(start[None], np.zeros((1, 1)))[..., 2] == pytest.approx(0.25)
+
+
 def test_normalizer_rejects_bad_input():
     with pytest.raises(ValueError, match=r'dimension\(s\) \[1\]'):
         Normalizer.from_data(np.array([[0.0, np.nan], [1.0, 2.0]]))
     with pytest.raises(ValueError, match='last axis must have size 2'):
         Normalizer.identity(2).normalize(np.zeros((4, 3)))
-    with pytest.raises(ValueError, match="keys 'mean' and 'std'"):
+    with pytest.raises(ValueError, match="keys 'mean', 'std'"):
         Normalizer.from_dict({'mean': [0.0]})
+    with pytest.raises(ValueError, match='constant must have shape'):
+        Normalizer([0.0], [1.0], [True, False])
     with pytest.raises(ValueError, match='std must be > 0'):
         Normalizer([0.0], [0.0])
 

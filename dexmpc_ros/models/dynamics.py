@@ -396,7 +396,7 @@ class DeltaDynamics:
 
     def _step_into(self, out: torch.Tensor, s: torch.Tensor, z: torch.Tensor) -> None:
         """``out = s + σΔ·z + μΔ`` (z is consumed)."""
-        mean, std = self.delta_norm.stats_like(z)
+        mean, std = self.delta_norm.output_stats_like(z)  # 0 where Δ never varied
         torch.add(z.mul_(std).add_(mean), s, out=out)
 
     # ---------------------------------------------------------------- validation

@@ -89,7 +89,7 @@ def folded_layers(model: DeltaDynamics) -> list[torch.Tensor]:
     a_mean = torch.tensor(model.action_norm.mean)
     a_std = torch.tensor(model.action_norm.std)
     d_mean = torch.tensor(model.delta_norm.mean)
-    d_std = torch.tensor(model.delta_norm.std)
+    d_std = torch.tensor(model.delta_norm.output_std)  # 0 where Δ never varied
     folded = []
     with torch.no_grad():
         for i, (weight, bias) in enumerate(layers):

@@ -7,6 +7,10 @@ with the population std (ddof 0). A dimension whose std is below :data:`MIN_STD`
 floor of ``MIN_STD``: a floor would turn any unseen deviation of that dimension at
 prediction time into a value of order 1e6 at the network input, while std 1.0 leaves it
 at its raw scale and normalizes the training data of that dimension to exactly 0.
+Such dimensions are remembered (:attr:`Normalizer.constant`): a model that *predicts* a
+normalized quantity uses :meth:`Normalizer.output_stats_like`, whose scale is 0 there, so a
+dimension that never changed in the data is predicted exactly at its mean instead of
+drifting by whatever the network outputs for it (e.g. the WidowX target columns).
 
 ``normalize``/``denormalize`` accept any array whose last axis is d. A numpy input gives
 a numpy result in the input's float dtype (float64 for integer input); a torch input
@@ -36,9 +40,12 @@ class Normalizer:
         std: (d,) float64 per-dimension std, > 0 (constant dimensions have 1.0).
     """
 
-    def __init__(self, mean: Any, std: Any) -> None:
+    def __init__(self, mean: Any, std: Any, constant: Any = None) -> None:
         """
         Wrap given statistics (validated: same shape (d,), finite, std > 0).
+
+        ``constant`` (d,) bool marks dimensions that were constant in the fitted data
+        (default: none).
 
         Raises:
             ValueError: shapes differ or are not 1-D, a value is not finite, a std <= 0.
@@ -52,14 +59,21 @@ class Normalizer:
             raise ValueError('mean and std must be finite')
         if np.any(std_arr <= 0.0):
             raise ValueError(f'std must be > 0, got {std_arr.min()}')
-        self._set(mean_arr, std_arr)
+        const_arr = (np.zeros(mean_arr.shape, dtype=bool) if constant is None
+                     else np.array(constant, dtype=bool))
+        if const_arr.shape != mean_arr.shape:
+            raise ValueError(f'constant must have shape {mean_arr.shape}, got {const_arr.shape}')
+        self._set(mean_arr, std_arr, const_arr)
 
-    def _set(self, mean: np.ndarray, std: np.ndarray) -> None:
-        mean.setflags(write=False)
-        std.setflags(write=False)
+    def _set(self, mean: np.ndarray, std: np.ndarray, constant: np.ndarray) -> None:
+        for arr in (mean, std, constant):
+            arr.setflags(write=False)
         self._mean = mean
         self._std = std
-        self._torch_cache: dict[tuple[torch.dtype, torch.device],
+        self._constant = constant
+        self._output_std = np.where(constant, 0.0, std)
+        self._output_std.setflags(write=False)
+        self._torch_cache: dict[tuple[torch.dtype, torch.device, bool],
                                 tuple[torch.Tensor, torch.Tensor]] = {}
 
     @classmethod
@@ -85,6 +99,16 @@ class Normalizer:
         return self._std
 
     @property
+    def constant(self) -> np.ndarray:
+        """(d,) bool, dimensions that were constant in the fitted data (read-only array)."""
+        return self._constant
+
+    @property
+    def output_std(self) -> np.ndarray:
+        """(d,) float64 std with 0 for constant dimensions (for predicted outputs)."""
+        return self._output_std
+
+    @property
     def dim(self) -> int:
         """Number of dimensions d."""
         return int(self._mean.shape[0])
@@ -104,8 +128,9 @@ class Normalizer:
             raise ValueError(f'data holds NaN or inf in dimension(s) {bad.tolist()}')
         mean = arr.mean(axis=0)
         std = arr.std(axis=0)
-        std[std < MIN_STD] = 1.0
-        self._set(mean, std)
+        constant = std < MIN_STD
+        std[constant] = 1.0
+        self._set(mean, std, constant)
         return self
 
     def stats_like(self, x: ArrayT) -> tuple[Any, Any]:
@@ -115,19 +140,27 @@ class Normalizer:
         Raises:
             ValueError: the last axis of ``x`` is not of size d.
         """
+        return self._stats(x, self._std, False)
+
+    def output_stats_like(self, x: ArrayT) -> tuple[Any, Any]:
+        """Like :meth:`stats_like` with :attr:`output_std`: ``z * std + mean`` is exactly
+        the mean in constant dimensions, whatever z is there."""
+        return self._stats(x, self._output_std, True)
+
+    def _stats(self, x: ArrayT, std: np.ndarray, output: bool) -> tuple[Any, Any]:
         d = self.dim
         if x.shape[-1:] != (d,):
             raise ValueError(f'last axis must have size {d}, got shape {tuple(x.shape)}')
         if isinstance(x, torch.Tensor):
-            key = (x.dtype, x.device)
+            key = (x.dtype, x.device, output)
             stats = self._torch_cache.get(key)
             if stats is None:
                 stats = (torch.tensor(self._mean, dtype=x.dtype, device=x.device),
-                         torch.tensor(self._std, dtype=x.dtype, device=x.device))
+                         torch.tensor(std, dtype=x.dtype, device=x.device))
                 self._torch_cache[key] = stats
             return stats
         dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64
-        return self._mean.astype(dtype, copy=False), self._std.astype(dtype, copy=False)
+        return self._mean.astype(dtype, copy=False), std.astype(dtype, copy=False)
 
     def normalize(self, x: ArrayT) -> ArrayT:
         """``(x - mean) / std`` over the last axis (size d); numpy or torch in, same kind out."""
@@ -143,22 +176,29 @@ class Normalizer:
         mean, std = self.stats_like(z)
         return z * std + mean
 
-    def to_dict(self) -> dict[str, list[float]]:
-        """Plain JSON-able form ``{'mean': [...], 'std': [...]}`` (exact float64 round trip)."""
-        return {'mean': self._mean.tolist(), 'std': self._std.tolist()}
+    def to_dict(self) -> dict[str, list]:
+        """JSON-able ``{'mean': [...], 'std': [...], 'constant': [...]}`` (exact round trip)."""
+        return {'mean': self._mean.tolist(), 'std': self._std.tolist(),
+                'constant': self._constant.tolist()}
 
     @classmethod
     def from_dict(cls, data: Any) -> Normalizer:
         """
         Inverse of :meth:`to_dict`.
 
+        ``constant`` may be absent (normalizers saved before it existed: none constant).
+
         Raises:
-            ValueError: not a dict with exactly 'mean' and 'std', or invalid statistics.
+            ValueError: not a dict with 'mean', 'std' and optionally 'constant', or invalid
+                statistics.
         """
-        if not isinstance(data, dict) or set(data) != {'mean', 'std'}:
+        keys_ok = isinstance(data, dict) and {'mean', 'std'} <= set(data) <= {
+            'mean', 'std', 'constant'}
+        if not keys_ok:
             keys = sorted(data) if isinstance(data, dict) else type(data).__name__
-            raise ValueError(f"normalizer must be a dict with keys 'mean' and 'std', got {keys}")
-        return cls(data['mean'], data['std'])
+            raise ValueError(f"normalizer must be a dict with keys 'mean', 'std' (and "
+                             f"optionally 'constant'), got {keys}")
+        return cls(data['mean'], data['std'], data.get('constant'))
 
     def __repr__(self) -> str:
         return f'Normalizer(dim={self.dim})'
