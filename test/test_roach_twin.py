@@ -371,8 +371,9 @@ def test_twin_task_state_and_reward_track_the_waypoint(spec):
     twin = make_twin('roach', task='waypoints', seed=0, spec=spec, waypoints=[[0.4, 0.0]],
                      friction=0.8)
     names, values = twin.task_state()
-    assert names == ['x', 'y', 'yaw', 'target_x', 'target_y', 'waypoint_index']
-    np.testing.assert_allclose(values[3:], [0.4, 0.0, 0.0])
+    assert names == ['x', 'y', 'cos_yaw', 'sin_yaw', 'target_x', 'target_y', 'waypoint_index']
+    np.testing.assert_allclose(values[2:4], [1.0, 0.0], atol=1e-12)   # heading +x at reset
+    np.testing.assert_allclose(values[4:], [0.4, 0.0, 0.0])
     assert twin.reward() == pytest.approx(-0.4, abs=1e-6)
     steps = 0
     while not twin.done() and steps < 40:
@@ -384,10 +385,28 @@ def test_twin_task_state_and_reward_track_the_waypoint(spec):
     np.testing.assert_allclose(twin.data.mocap_pos[0, :2], [0.4, 0.0])
 
 
+def test_task_state_heading_is_cos_sin_and_continuous_through_the_wrap(twin):
+    twin.apply_command(np.array([2 * REV, 4 * REV]))     # counter-clockwise skid turn
+    headings, planar = [], []
+    for _ in range(40):                                  # 4 s at 1.2-1.6 rad/s: past +pi
+        twin.step()
+        state = dict(zip(*twin.task_state()))
+        headings.append([state['cos_yaw'], state['sin_yaw']])
+        planar.append(twin.planar_pose()[2])
+        assert (state['x'], state['y']) == tuple(twin.planar_pose()[:2])
+    headings, planar = np.array(headings), np.array(planar)
+    np.testing.assert_allclose(headings, np.c_[np.cos(planar), np.sin(planar)], atol=1e-12)
+    turned = np.abs(np.diff(np.unwrap(planar)))
+    assert np.unwrap(planar)[-1] > math.pi and np.max(np.abs(np.diff(planar))) > 5.0  # wrapped
+    # a chord is never longer than its arc: no step of cos/sin jumps
+    assert np.all(np.linalg.norm(np.diff(headings, axis=0), axis=1) <= turned + 1e-12)
+    assert np.max(turned) < 0.3
+
+
 def test_straight_task_rewards_running_speed(spec):
     twin = make_twin('roach', task='straight', seed=0, spec=spec, lateral_weight=1.0)
     names, _ = twin.task_state()
-    assert names[5:] == ['progress', 'lateral', 'line_heading']
+    assert names[6:] == ['progress', 'lateral', 'line_heading']
     drive(twin, [4 * REV, 4 * REV], 20)
     names, values = twin.task_state()
     state = dict(zip(names, values))

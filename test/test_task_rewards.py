@@ -13,6 +13,7 @@ from dexmpc_ros.core.types import Observation
 from dexmpc_ros.robots.twins import make_twin
 from dexmpc_ros.robots.twins.hand_tasks import (BAODING_STATE_NAMES, VALVE_STATE_NAMES,
                                                 BaodingTask)
+from dexmpc_ros.robots.twins.roach_tasks import figure8_reference
 
 
 def observe(twin, spec) -> Observation:
@@ -71,7 +72,7 @@ def test_torch_adapter_shapes_and_values():
 
 
 def test_unknown_task_lists_the_known_ones():
-    with pytest.raises(ValueError, match='available: valve, reach, waypoints, baoding'):
+    with pytest.raises(ValueError, match='available: valve, reach, waypoints, baoding, figure8'):
         make_reward('juggling', StateLayout(('task/x',)))
 
 
@@ -87,16 +88,16 @@ def test_unknown_option_lists_the_accepted_ones():
 
 def test_state_layout_columns_and_vector():
     spec = load_robot_spec('roach')
-    layout = StateLayout.for_robot(spec, ['x', 'y', 'yaw'])
+    layout = StateLayout.for_robot(spec, ['x', 'y', 'sin_yaw'])
     # continuous crank angles are not model inputs; their speeds are
-    assert layout.names == ('vel/left_legs', 'vel/right_legs', 'task/x', 'task/y', 'task/yaw')
-    obs = Observation(0, np.array([100.0, -3.0]), np.array([5.0, 6.0]), ('yaw', 'x', 'y'),
+    assert layout.names == ('vel/left_legs', 'vel/right_legs', 'task/x', 'task/y', 'task/sin_yaw')
+    obs = Observation(0, np.array([100.0, -3.0]), np.array([5.0, 6.0]), ('sin_yaw', 'x', 'y'),
                       np.array([0.3, 1.0, 2.0]))
     np.testing.assert_array_equal(layout.vector(obs, spec.joint_names), [5, 6, 1, 2, 0.3])
-    np.testing.assert_array_equal(layout.columns(['task/yaw', 'vel/left_legs']), [4, 0])
+    np.testing.assert_array_equal(layout.columns(['task/sin_yaw', 'vel/left_legs']), [4, 0])
     with pytest.raises(KeyError, match='task/z'):
         layout.columns(['task/z'])
-    with pytest.raises(KeyError, match="observation lacks \\['task/yaw'\\]"):
+    with pytest.raises(KeyError, match="observation lacks \\['task/sin_yaw'\\]"):
         layout.vector(Observation(0, obs.position, obs.velocity, ('x', 'y'), obs.task[1:]),
                       spec.joint_names)
     with pytest.raises(ValueError, match='duplicate'):
@@ -248,3 +249,102 @@ def test_baoding_ball_below_drop_height_is_done_and_costs_every_later_step():
     np.testing.assert_allclose(returns.numpy(), [values[0, :2].sum() - 3 * 500.0,
                                                  values[1].sum(),
                                                  values[2, :4].sum() - 500.0], rtol=1e-6)
+
+
+# Figure 8 ----------------------------------------------------------------------------------
+#: non-default track: the planner must follow the options the twin was given
+FIGURE8_OPTIONS = {'size': 0.3, 'period_s': 12.0}
+
+
+def figure8_episode(options, warmup, horizon, seed):
+    """
+    Drive a figure-8 roach twin with seeded random leg speeds; record after ``warmup`` steps.
+
+    Returns:
+        layout, state0 (nx,) after the warm-up, states (horizon, nx) and the twin's
+        rewards (horizon,) for them.
+    """
+    spec = load_robot_spec('roach')
+    twin = make_twin('roach', task='figure8', seed=seed, spec=spec, **options)
+    rng = np.random.default_rng(seed)
+    layout = StateLayout.for_robot(spec, twin.task_state()[0])
+    limit = spec.limits_array('velocity')
+    states, rewards = [], []
+    try:
+        for k in range(warmup + horizon):
+            if k == warmup:
+                state0 = layout.vector(observe(twin, spec), spec.joint_names)
+            twin.apply_command(rng.uniform(0.1, 0.7, 2) * limit)   # forward, turning
+            twin.step()
+            if k >= warmup:
+                states.append(layout.vector(observe(twin, spec), spec.joint_names))
+                rewards.append(twin.reward())
+    finally:
+        twin.close()
+    return layout, state0, np.array(states), np.array(rewards)
+
+
+@pytest.mark.parametrize('options', [{}, FIGURE8_OPTIONS], ids=['default', 'options'])
+def test_figure8_planner_reward_is_the_twins_reward_over_a_horizon(options):
+    """
+    A whole horizon scored from the state before it equals what the twin published.
+
+    The predicted ``episode_time`` column is zeroed: the reward's clock must come from
+    state0 and the control period. With non-default options the default track scores the
+    same states differently, so the options must reach the reward.
+    """
+    import torch
+
+    layout, state0, states, rewards = figure8_episode(options, warmup=20, horizon=25, seed=1)
+    assert state0[layout.index['task/episode_time']] == pytest.approx(2.0)
+    assert np.ptp(rewards) > 0.01                 # the robot and the reference both move
+    predicted = states.copy()
+    predicted[:, layout.index['task/episode_time']] = 0.0
+    reward = make_reward('figure8', layout, **options)
+    values, dones = reward(np.stack([predicted, predicted]), np.zeros((2, 25, 2)), state0)
+    assert values.shape == dones.shape == (2, 25) and not dones.any()
+    np.testing.assert_allclose(values, np.stack([rewards, rewards]), rtol=0, atol=1e-9)
+    values32, dones32 = torch_reward(reward)(torch.from_numpy(predicted[None, None]).float(),
+                                             torch.zeros(1, 25, 2),
+                                             torch.from_numpy(state0).float())
+    np.testing.assert_allclose(values32[0, 0].numpy(), rewards, rtol=0, atol=1e-5)
+    assert not dones32.any()
+    if options:
+        default, _ = make_reward('figure8', layout)(states, np.zeros((25, 2)), state0)
+        assert np.max(np.abs(default - rewards)) > 0.05
+
+
+def test_figure8_reward_advances_the_reference_by_dt_per_predicted_step():
+    layout = StateLayout.for_robot(load_robot_spec('roach'), ['x', 'y', 'episode_time'])
+    size, period, dt, t0 = 0.4, 10.0, 0.25, 3.0
+    state0 = np.zeros(layout.dim)
+    state0[layout.index['task/episode_time']] = t0
+    times = t0 + dt * np.arange(1, 7)
+    on_track = np.zeros((2, 6, layout.dim))
+    on_track[0, :, layout.columns(['task/x', 'task/y'])] = figure8_reference(
+        times, size, period).T
+    on_track[1, :, layout.columns(['task/x', 'task/y'])] = figure8_reference(
+        times - dt, size, period).T                # one step late
+    reward = make_reward('figure8', layout, size=size, period_s=period, dt=dt)
+    values, dones = reward(on_track, np.zeros((2, 6, 2)), state0)
+    np.testing.assert_allclose(values[0], 0.0, atol=1e-12)
+    late = -np.linalg.norm(figure8_reference(times - dt, size, period)
+                           - figure8_reference(times, size, period), axis=-1)
+    np.testing.assert_allclose(values[1], late, atol=1e-12)
+    assert np.all(late < -0.01) and not dones.any()
+    # default dt: the roach's 10 Hz control period
+    values, _ = make_reward('figure8', layout, size=size, period_s=period)(
+        on_track, np.zeros((2, 6, 2)), state0)
+    assert np.all(values[0] < -0.01)
+
+
+def test_figure8_options_are_validated():
+    layout = StateLayout.for_robot(load_robot_spec('roach'), ['x', 'y', 'episode_time'])
+    with pytest.raises(ValueError, match="no option.*\\['speed'\\].*accepted: size, period_s, dt"):
+        make_reward('figure8', layout, speed=1.0)
+    with pytest.raises(ValueError, match='size must be > 0'):
+        make_reward('figure8', layout, size=0.0)
+    with pytest.raises(ValueError, match='dt must be > 0'):
+        make_reward('figure8', layout, dt=0.0)
+    with pytest.raises(KeyError, match='task/episode_time'):
+        make_reward('figure8', StateLayout(('task/x', 'task/y')))

@@ -49,8 +49,10 @@ class MPCConfig:
 
     Attributes:
         planner: ``mppi`` (PDDM), ``cem`` or ``random_shooting`` (MBMF).
-        task: planner reward (``control/task_rewards.py``): valve, baoding, reach, waypoints.
-        task_options: YAML mapping of the task's options (e.g. Baoding's ``period_steps``);
+        task: planner reward (``control/task_rewards.py``): valve, baoding, reach, waypoints,
+            figure8.
+        task_options: YAML mapping of the task's options (Baoding's ``period_steps``,
+            figure8's ``size`` and ``period_s``, ...);
             must equal the twin's ``twin_options`` for that task; '' for the defaults.
         horizon: H, planning steps.
         samples: N, action sequences per plan.
@@ -159,7 +161,11 @@ class MPCController:
             raise ValueError(f'task_options is not YAML: {exc}') from exc
         if not isinstance(parsed, dict):
             raise ValueError(f'task_options must be a YAML mapping, got {options!r}')
-        return torch_reward(make_reward(self.config.task, layout, **parsed))
+        try:
+            return torch_reward(make_reward(self.config.task, layout, **parsed))
+        except KeyError as exc:  # the layout lacks a column the task reads
+            raise ValueError(f'task {self.config.task!r} needs state column {exc}, which the '
+                             f'model does not have') from exc
 
     def swap(self, model: Any, layout: StateLayout | None, reward: Any = None) -> None:
         """

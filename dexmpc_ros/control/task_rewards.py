@@ -12,15 +12,27 @@ rewards (..., H) float64 and dones (..., H) bool. :func:`torch_reward` adapts on
 planners' torch interface.
 
 Tasks: ``valve`` (hand), ``reach`` (WidowX), ``waypoints`` (roach: distance to the current
-waypoint, which stays fixed over the horizon) and ``baoding`` (hand). Baoding's targets move:
-predicted state h (h = 1..H steps ahead) is scored against the targets the twin will show
-h steps after ``state0``, on the task's ellipse from the phase of the targets in ``state0``
-(the targets a model predicts are not used), and a predicted ball below the twin's drop
-height is done, so the planner's per-step done penalty applies from there on.
+waypoint, which stays fixed over the horizon), ``baoding`` (hand) and ``figure8`` (roach).
+Baoding's targets move: predicted state h (h = 1..H steps ahead) is scored against the
+targets the twin will show h steps after ``state0``, on the task's ellipse from the phase of
+the targets in ``state0`` (the targets a model predicts are not used), and a predicted ball
+below the twin's drop height is done, so the planner's per-step done penalty applies from
+there on.
+
+Figure 8 (roach): the twin's reward (:func:`~dexmpc_ros.robots.twins.roach_tasks.figure8_reward`,
+minus the distance to a reference moving along a figure 8) of the predicted positions, with
+the reference advanced over the horizon. Predicted step h (0-based) lies at episode time
+``t0 + (h + 1) * dt``, ``t0`` being the current state's ``task/episode_time``: the waypoint
+reward's fixed target would chase where the reference is now, not where it will be. The clock
+comes from ``state0`` and the control period, not from the model's predicted time column
+(which a model can only get wrong). The track's crossing point and initial heading are not in
+the roach's task state; the twin starts every episode at the odom origin heading +x, so the
+reward uses (0, 0) and 0. Should the task state ever carry them, read them from ``state0``.
 
 Builders that take options get them from :func:`make_reward` as keywords (``baoding``: the
 :class:`~dexmpc_ros.robots.twins.hand_tasks.BaodingTask` fields the twin was given, and
-optionally ``drop_z``); the defaults are the twin's defaults.
+optionally ``drop_z``; ``figure8``: the twin task's ``size`` and ``period_s``, and optionally
+``dt``); the defaults are the twin's defaults.
 """
 
 from __future__ import annotations
@@ -32,11 +44,12 @@ from functools import cache
 
 import numpy as np
 
+from dexmpc_ros.core.robot_spec import load_robot_spec
 from dexmpc_ros.core.state_layout import POS, TASK, StateLayout
 from dexmpc_ros.robots.twins.hand_tasks import (BaodingTask, baoding_dropped,
                                                 baoding_target_phase, baoding_targets,
                                                 make_task, reward_valve, valve_angle_error)
-from dexmpc_ros.robots.twins.roach_tasks import waypoint_reward
+from dexmpc_ros.robots.twins.roach_tasks import Figure8Config, figure8_reward, waypoint_reward
 from dexmpc_ros.robots.twins.widowx import reach_reward
 
 NumpyReward = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -146,9 +159,42 @@ def baoding(layout: StateLayout, drop_z: float | None = None,
     return reward
 
 
+def figure8(layout: StateLayout, size: float = Figure8Config.size,
+            period_s: float = Figure8Config.period_s, dt: float | None = None) -> NumpyReward:
+    """
+    Minus the predicted distance to the figure-8 reference at each predicted step's time.
+
+    Args:
+        layout: the model's state layout (needs ``task/x``, ``task/y``,
+            ``task/episode_time``).
+        size: half-length of the figure [m] (the twin task's ``size``).
+        period_s: duration of one figure 8 [s] (the twin task's ``period_s``).
+        dt: time between predicted steps [s]; None: the roach spec's control period.
+
+    Raises:
+        KeyError: the layout lacks a needed column.
+        ValueError: ``size``, ``period_s`` or ``dt`` is not > 0.
+    """
+    Figure8Config(size=size, period_s=period_s)  # the twin task's checks
+    dt = load_robot_spec('roach').period_s if dt is None else float(dt)
+    if not dt > 0.0:
+        raise ValueError(f'dt must be > 0 s, got {dt}')
+    xy = layout.columns([TASK + 'x', TASK + 'y'])
+    clock = layout.columns([TASK + 'episode_time'])[0]
+
+    def reward(states: np.ndarray, actions: np.ndarray, state0: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+        times = state0[clock] + dt * np.arange(1, states.shape[-2] + 1, dtype=np.float64)
+        value = figure8_reward(states[..., xy], times, size, period_s)
+        return value, np.zeros(value.shape, dtype=bool)
+
+    return reward
+
+
 #: task name -> builder ``builder(layout, **options) -> reward``
 TASK_REWARDS: dict[str, Callable[..., NumpyReward]] = {
-    'valve': valve, 'reach': reach, 'waypoints': waypoints, 'baoding': baoding}
+    'valve': valve, 'reach': reach, 'waypoints': waypoints, 'baoding': baoding,
+    'figure8': figure8}
 
 
 def make_reward(task: str, layout: StateLayout, **options: object) -> NumpyReward:

@@ -11,6 +11,14 @@ it changes: after an accepted training, and after ``dexmpc rollback`` on the sto
 
 Parameters: ``bag_dir`` and ``store_dir`` (``dexmpc up`` fills both from the run folder:
 ``<run>/bag``, ``<run>/models``), the schedule, and ``train.*`` (models.training.TrainConfig).
+
+Shutdown: ``destroy_node`` asks a running training to stop after its current epoch and waits
+up to :data:`STOP_TIMEOUT_S` for the thread. A training stopped this way saves nothing (no
+checkpoint, no history entry): a model trained for part of its epochs is not the one the
+schedule asked for. Letting the interpreter exit with the thread still inside torch aborts
+the process (``terminate called without an active exception``, exit -6). A stop that
+arrives after the last epoch lets the training finish validating and saving within the same
+wait. The diagnostics' ``epoch`` counts the epochs the running (or last) training finished.
 """
 
 from __future__ import annotations
@@ -33,6 +41,14 @@ from dexmpc_ros.models.training import TrainConfig, train_from_bags
 from dexmpc_ros.ros import convert
 from dexmpc_ros.ros.node_main import run_node
 from dexmpc_ros.ros.params import config_from_node, declare
+
+#: How long ``destroy_node`` waits for a stopping training thread [s]; one epoch must fit
+#: (the runner kills a node that ignores SIGINT for 10 s).
+STOP_TIMEOUT_S = 5.0
+
+
+class _Stopped(Exception):
+    """Raised between epochs to abandon a training at shutdown, before anything is saved."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +94,8 @@ class LearnerNode(Node):
         self.store = CheckpointStore(self.config.store_dir, self.config.min_improvement)
         self._lock = threading.Lock()
         self._training: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.epoch = -1
         self._finished = 0
         self._trained_at: int | None = None
         self.iterations = 0
@@ -104,16 +122,31 @@ class LearnerNode(Node):
         due = (self._trained_at is None and self._finished >= self.config.first_after_episodes
                or self._trained_at is not None
                and self._finished - self._trained_at >= self.config.every_episodes)
-        if due and (self._training is None or not self._training.is_alive()):
+        idle = self._training is None or not self._training.is_alive()
+        if due and idle and not self._stop.is_set():
             self._trained_at = self._finished
             self._training = threading.Thread(target=self._train, daemon=True)
             self._training.start()
 
+    def _on_epoch(self, epoch: int, loss: float) -> None:
+        """Progress for the diagnostics; abandon the training once the node is stopping."""
+        with self._lock:
+            self.epoch = epoch
+        if self._stop.is_set():
+            # An exception, not the callback's True: train_from_bags would still validate,
+            # save and propose a model stopped early.
+            raise _Stopped(f'stopped after epoch {epoch + 1} of {self.train_config.epochs}')
+
     def _train(self) -> None:
         start = time.monotonic()
+        with self._lock:
+            self.epoch = -1
         try:
             result = train_from_bags([self.config.bag_dir], self.spec, self.store,
-                                     self.train_config)
+                                     self.train_config, on_epoch=self._on_epoch)
+        except _Stopped as exc:
+            self.get_logger().info(f'training abandoned at shutdown ({exc}): nothing saved')
+            return
         except (BagError, CheckpointError, ValueError) as exc:
             with self._lock:
                 self.last_error = f'training failed: {exc}'
@@ -128,6 +161,17 @@ class LearnerNode(Node):
             self.last_error = ''
         self.get_logger().info(f'iteration {self.iterations} ({self.last_train_s:.0f} s): '
                                f'{result.entry.reason}')
+
+    def destroy_node(self) -> None:
+        """Stop a running training (nothing of it is saved), wait for its thread, destroy."""
+        self._stop.set()
+        training = self._training
+        if training is not None and training.is_alive():
+            training.join(STOP_TIMEOUT_S)
+            if training.is_alive():
+                self.get_logger().error(f'training thread still running after '
+                                        f'{STOP_TIMEOUT_S:g} s; exiting anyway')
+        super().destroy_node()
 
     def _publish_current(self) -> None:
         """Publish the store's current model when it changed (training or rollback)."""
@@ -146,6 +190,7 @@ class LearnerNode(Node):
             values = {'rate_hz': 0.0, 'episodes': self._finished,
                       'iterations': self.iterations, 'training': bool(
                           self._training is not None and self._training.is_alive()),
+                      'epoch': self.epoch + 1,
                       'current': self._published or '(none)', 'last': self.last_result,
                       'last_train_s': self.last_train_s, 'last_error': self.last_error}
         level = 'warn' if values['last_error'] else 'ok'

@@ -154,8 +154,15 @@ class RoachTwin(MujocoTwin):
         self._show_target()
 
     def task_state(self) -> tuple[list[str], np.ndarray]:
-        """``x, y, yaw, target_x, target_y`` [m, m, rad, m, m] plus the task's extras."""
-        values = np.concatenate([self.planar_pose(), self.task.target(), self.task.extras()])
+        """
+        ``x, y, cos_yaw, sin_yaw, target_x, target_y`` [m, m, -, -, m, m] plus the task's extras.
+
+        The heading is given as cos/sin of the yaw so it never wraps (see
+        :mod:`~dexmpc_ros.robots.twins.roach_tasks`).
+        """
+        x, y, yaw = self.planar_pose()
+        values = np.concatenate([[x, y, math.cos(yaw), math.sin(yaw)], self.task.target(),
+                                 self.task.extras()])
         return [*BASE_STATE_NAMES, *self.task.extra_names], values
 
     def reward(self) -> float:

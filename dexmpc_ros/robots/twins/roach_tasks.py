@@ -9,8 +9,13 @@ Two layers, so a model-based planner scores imagined rollouts with exactly the t
 - task objects that hold one episode's goal (the waypoints, the line, the track's start) and
   call those functions on the robot's pose after every control step.
 
-Every task exposes the same named state: ``x, y, yaw, target_x, target_y`` followed by its
-:attr:`RoachTask.extra_names`; ``target_*`` is the point the robot should head for now.
+Every task exposes the same named state: ``x, y, cos_yaw, sin_yaw, target_x, target_y``
+followed by its :attr:`RoachTask.extra_names`; ``target_*`` is the point the robot should head
+for now. The heading is the cosine and sine of the yaw, not the angle: the angle wraps at
++-pi, so a model learning state changes sees a 2 pi jump whenever the robot turns through
+the wrap (5.5 % of a random walk's steps; a learned model's 10-step position error was 95 mm
+with the angle, 59 mm with cos/sin). The full pose is on ``odom``.
+
 Options are frozen config dataclasses; :func:`make_task` builds a task from keyword options.
 """
 
@@ -23,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-BASE_STATE_NAMES = ('x', 'y', 'yaw', 'target_x', 'target_y')
+BASE_STATE_NAMES = ('x', 'y', 'cos_yaw', 'sin_yaw', 'target_x', 'target_y')
 
 
 # Vectorized rewards ------------------------------------------------------------------------
