@@ -471,3 +471,35 @@ def test_multi_step_error_rejects_bad_episodes():
         model.multi_step_error([(np.zeros((4, NX)), np.zeros((4, NU)))], horizon=1)
     with pytest.raises(ValueError, match='horizon must be'):
         model.multi_step_error(short, horizon=0)
+
+
+def test_new_data_fraction_fills_each_minibatch_with_on_policy_rows():
+    model = DeltaDynamics(2, 1, DynamicsConfig(batch_size=10, new_data_fraction=0.9))
+    new, old = np.arange(0, 5), np.arange(5, 100)
+    order = model._epoch_order(100, (new, old)).numpy().reshape(10, 10)
+    assert np.all(np.isin(order[:, :9], new)) and np.all(np.isin(order[:, 9:], old))
+    assert len(set(order[:, 9])) == 10  # the old rows are swept, not resampled
+
+
+def test_new_data_fraction_makes_the_model_follow_the_on_policy_data():
+    """Old and new data disagree on the same inputs; MBMF's 0.9 weighting follows the new."""
+    rng = np.random.default_rng(0)
+    states = rng.uniform(-1, 1, (1000, 1))
+    actions = np.zeros((1000, 1))
+    is_new = np.arange(1000) < 200                  # 200 new rows: Δ = -1, 800 old: Δ = +1
+    nxt = states + np.where(is_new, -1.0, 1.0)[:, None]
+    probe = np.array([[0.3]])
+    predicted = {}
+    for fraction in (0.0, 0.9):
+        model = DeltaDynamics(1, 1, DynamicsConfig(hidden=(16,), epochs=300, seed=0,
+                                                   noise_to_signal=0.0,
+                                                   new_data_fraction=fraction))
+        model.fit(states, actions, nxt, is_new=is_new)
+        predicted[fraction] = float(model.predict(probe, np.zeros((1, 1))).mean()) - 0.3
+    assert predicted[0.0] == pytest.approx(0.6, abs=0.15)   # the count-weighted mean
+    assert predicted[0.9] == pytest.approx(-0.8, abs=0.15)  # 0.9 * -1 + 0.1 * +1
+    with pytest.raises(ValueError, match='is_new must be'):
+        DeltaDynamics(1, 1, DynamicsConfig(new_data_fraction=0.5)).fit(
+            states, actions, nxt, is_new=is_new[:10])
+    with pytest.raises(ValueError, match='cannot be combined'):
+        DynamicsConfig(new_data_fraction=0.5, bootstrap=True)

@@ -77,6 +77,10 @@ class DynamicsConfig:
         epochs: default epochs per :meth:`DeltaDynamics.fit`.
         noise_to_signal: training noise std per dimension, as a fraction of |mean|.
         bootstrap: each member trains on its own resample with replacement.
+        new_data_fraction: MBMF's ``fraction_use_new``: when :meth:`DeltaDynamics.fit` is
+            told which transitions are on-policy (``is_new``), each minibatch takes this
+            share of them and sweeps the rest from the other data; 0 samples uniformly
+            (PDDM). MBMF uses 0.9, so the model is most accurate where the controller goes.
         clip_actions: clip actions to [-1, 1] at the model input.
         seed: seed of the model's private RNGs (initialization, shuffling, noise).
         threads: torch intra-op threads during model calls; 0 leaves torch's setting.
@@ -94,6 +98,7 @@ class DynamicsConfig:
     epochs: int = 40
     noise_to_signal: float = 0.01
     bootstrap: bool = False
+    new_data_fraction: float = 0.0
     clip_actions: bool = True
     seed: int = 0
     threads: int = 0
@@ -120,6 +125,11 @@ class DynamicsConfig:
         for name in ('bootstrap', 'clip_actions'):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f'{name} must be a bool, got {getattr(self, name)!r}')
+        fraction = self.new_data_fraction
+        if not (isinstance(fraction, (int, float)) and 0.0 <= fraction < 1.0):
+            raise ValueError(f'new_data_fraction must be in [0, 1), got {fraction!r}')
+        if fraction > 0 and self.bootstrap:
+            raise ValueError('new_data_fraction and bootstrap cannot be combined')
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict of every field (``hidden`` as a list)."""
@@ -224,7 +234,7 @@ class DeltaDynamics:
     # ------------------------------------------------------------------ training
 
     def fit(self, states: Any, actions: Any, next_states: Any, epochs: int | None = None,
-            on_epoch: EpochCallback | None = None) -> list[float]:
+            on_epoch: EpochCallback | None = None, is_new: Any = None) -> list[float]:
         """
         Train all members on transitions ``(s_t, a_t) -> s_{t+1}``.
 
@@ -236,6 +246,8 @@ class DeltaDynamics:
                 normalizers.
             on_epoch: called after each epoch with (epoch index, mean loss); returning
                 True stops training early.
+            is_new: (T,) bool, the on-policy transitions, for ``new_data_fraction``
+                (ignored when that is 0, or when every or no transition is new).
 
         Returns:
             Mean training loss of each epoch run (mean over members and samples, in
@@ -275,10 +287,37 @@ class DeltaDynamics:
         inputs = torch.from_numpy(np.concatenate(
             [self.state_norm.normalize(s), self.action_norm.normalize(a)], axis=1)).float()
         targets = torch.from_numpy(self.delta_norm.normalize(delta)).float()
-        return self._train(inputs, targets, epochs, on_epoch)
+        groups = None
+        if is_new is not None and cfg.new_data_fraction > 0:
+            new = np.asarray(is_new, dtype=bool)
+            if new.shape != (s.shape[0],):
+                raise ValueError(f'is_new must be ({s.shape[0]},), got {new.shape}')
+            if 0 < new.sum() < len(new):
+                groups = (np.flatnonzero(new), np.flatnonzero(~new))
+        return self._train(inputs, targets, epochs, on_epoch, groups)
+
+    def _epoch_order(self, size: int, groups: tuple[np.ndarray, np.ndarray]) -> torch.Tensor:
+        """
+        One epoch's row order with ``new_data_fraction`` of every minibatch from ``groups[0]``.
+
+        As many minibatches as a uniform epoch; each group is swept in shuffled order and
+        reshuffled when used up (the smaller group repeats within an epoch).
+        """
+        batch = self.config.batch_size
+        n_batches = -(-size // batch)
+        n_new = max(1, round(batch * self.config.new_data_fraction))
+        n_old = batch - n_new
+        rows = []
+        for members, count in ((groups[0], n_new), (groups[1], n_old)):
+            need = n_batches * count
+            reps = -(-need // len(members))
+            sweep = np.concatenate([self._rng.permutation(members) for _ in range(reps)])
+            rows.append(sweep[:need].reshape(n_batches, count))
+        return torch.from_numpy(np.concatenate(rows, axis=1).ravel())
 
     def _train(self, inputs: torch.Tensor, targets: torch.Tensor, epochs: int,
-               on_epoch: EpochCallback | None) -> list[float]:
+               on_epoch: EpochCallback | None,
+               groups: tuple[np.ndarray, np.ndarray] | None = None) -> list[float]:
         cfg, rng, n_members = self.config, self._rng, self.config.ensemble_size
         size = inputs.shape[0]
         if cfg.bootstrap:
@@ -291,10 +330,12 @@ class DeltaDynamics:
                 if cfg.bootstrap:
                     # Each member shuffles its own resample: (E, T) row indices.
                     order = torch.from_numpy(rng.permuted(members.numpy(), axis=1))
+                elif groups is not None:
+                    order = self._epoch_order(size, groups)
                 else:
                     order = torch.from_numpy(rng.permutation(size))
-                total = 0.0
-                for start in range(0, size, cfg.batch_size):
+                total, rows = 0.0, order.shape[-1]
+                for start in range(0, rows, cfg.batch_size):
                     idx = order[..., start:start + cfg.batch_size]
                     pred = self.net(inputs[idx])          # (B, in) shared or (E, B, in)
                     err = (pred - targets[idx]).square()  # (E, B, nx)
@@ -303,7 +344,7 @@ class DeltaDynamics:
                     per_member.sum().backward()
                     optimizer.step()
                     total += per_member.detach().mean().item() * idx.shape[-1]
-                losses.append(total / size)
+                losses.append(total / rows)
                 if on_epoch is not None and on_epoch(epoch, losses[-1]):
                     break
         self.net.eval()

@@ -179,15 +179,23 @@ class Dataset:
         self.states: list[np.ndarray] = []
         self.actions: list[np.ndarray] = []
         self.next_states: list[np.ndarray] = []
+        self.on_policy: list[bool] = []
 
-    def add(self, states: np.ndarray, actions: np.ndarray, next_states: np.ndarray) -> None:
+    def add(self, states: np.ndarray, actions: np.ndarray, next_states: np.ndarray,
+            on_policy: bool = False) -> None:
         self.states.append(states)
         self.actions.append(actions)
         self.next_states.append(next_states)
+        self.on_policy.append(on_policy)
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return (np.concatenate(self.states), np.concatenate(self.actions),
                 np.concatenate(self.next_states))
+
+    def is_new(self) -> np.ndarray:
+        """(T,) bool: the transition came from a controller episode, not exploration."""
+        return np.concatenate([np.full(len(s), new) for s, new in
+                               zip(self.states, self.on_policy)])
 
     def __len__(self) -> int:
         return sum(len(s) for s in self.states)
@@ -261,7 +269,8 @@ def run_loop(env: StepEnv, planner: SamplingPlanner, reward: Callable,
     def finish(result, iteration: int) -> None:
         nonlocal env_steps
         transitions, ret, success, ms = result
-        data.add(transitions['states'], transitions['actions'], transitions['next_states'])
+        data.add(transitions['states'], transitions['actions'], transitions['next_states'],
+                 on_policy=iteration >= 0)
         env_steps += len(transitions['states'])
         actions = transitions['actions']
         smoothness = (float(np.mean(np.abs(np.diff(actions, axis=0)))) if len(actions) > 1
@@ -285,7 +294,7 @@ def run_loop(env: StepEnv, planner: SamplingPlanner, reward: Callable,
                 epochs = config.first_epochs if iteration == 0 else config.epochs
             else:
                 epochs = config.epochs
-            model.fit(*data.arrays(), epochs=epochs)
+            model.fit(*data.arrays(), epochs=epochs, is_new=data.is_new())
 
             def act(state: np.ndarray, model=model) -> np.ndarray:
                 action = planner.plan(torch.from_numpy(state).float(), model, reward)
