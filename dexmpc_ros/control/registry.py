@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from dexmpc_ros.control.mlp_policy import MLPPolicyConfig, MLPPolicyController
 from dexmpc_ros.control.random_walk import RandomWalkConfig, RandomWalkController
 from dexmpc_ros.control.scripted import ScriptedConfig, ScriptedController
 from dexmpc_ros.core.robot_spec import RobotSpec
@@ -19,6 +20,7 @@ from dexmpc_ros.core.robot_spec import RobotSpec
 CONTROLLERS: dict[str, tuple[Callable[..., Any], type]] = {
     'scripted': (ScriptedController, ScriptedConfig),
     'random_walk': (RandomWalkController, RandomWalkConfig),
+    'mlp_policy': (MLPPolicyController, MLPPolicyConfig),
 }
 
 
