@@ -17,13 +17,13 @@ teacher's action (clipped to [-1, 1]), Adam (lr 1e-3), minibatches of 512, conti
 the current weights (DAgger retrains the same network on the growing dataset).
 
 Checkpoints: :func:`save_policy` / :func:`load_policy` write and verify a directory laid
-out exactly as a dynamics checkpoint (``models/checkpoint.py``: ``model.safetensors`` +
-``manifest.json``, written to a hidden temporary sibling and renamed, sha256 of the
-weights in the manifest, :class:`CheckpointError` on anything missing, corrupt or not
-what the caller expects), with ``format`` ``dexmpc_ros.mlp_policy``. The manifest's
-``state_names`` name the policy's input columns (a :class:`StateLayout`), so a controller
-rebuilds the input from an observation, and ``extra.action_space`` says how the actions map
-to commands (``absolute`` when absent, as for dynamics checkpoints).
+out exactly as a dynamics checkpoint, with the same functions (``models/checkpoint.py``:
+``model.safetensors`` + ``manifest.json``, written to a hidden temporary sibling and
+renamed, sha256 of the weights in the manifest, :class:`CheckpointError` on anything
+missing, corrupt or not what the caller expects), with ``format`` ``dexmpc_ros.mlp_policy``.
+The manifest's ``state_names`` name the policy's input columns (a :class:`StateLayout`), so
+a controller rebuilds the input from an observation, and ``extra.action_space`` says how
+the actions map to commands (``absolute`` when absent, as for dynamics checkpoints).
 
 Randomness: ``config.seed`` seeds the initialization (inside ``torch.random.fork_rng``, so
 the global torch RNG is left as it was) and a private numpy generator for shuffling.
@@ -32,26 +32,19 @@ Computation is float32 on the CPU.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import safetensors.torch
 import torch
 from torch import Tensor, nn
 
-from dexmpc_ros.core.errors import CheckpointError
-from dexmpc_ros.core.files import fsync_path
-from dexmpc_ros.models.checkpoint import (_MANIFEST_KEYS, MANIFEST_FILE, WEIGHTS_FILE,
-                                          _build_manifest, _name_diff, _write_synced)
+from dexmpc_ros.models.checkpoint import (build_manifest, load_checkpoint_dir,
+                                          write_checkpoint_dir)
 from dexmpc_ros.models.dynamics import torch_threads
 from dexmpc_ros.models.normalizer import Normalizer
 
@@ -320,34 +313,9 @@ def save_policy(directory: str | os.PathLike[str], policy: MLPPolicy,
         CheckpointError: the target exists.
         ValueError: ``manifest_extra`` is invalid or not JSON-able.
     """
-    final = Path(directory).absolute()
     tensors, meta = policy.export()
-    manifest = _build_manifest(meta, manifest_extra)
-    manifest['format'], manifest['format_version'] = FORMAT, FORMAT_VERSION
-    try:
-        json.dumps(manifest, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f'manifest_extra is not JSON-able: {exc}') from None
-    if final.exists() or final.is_symlink():
-        raise CheckpointError(f'{final}: already exists; a checkpoint is never overwritten')
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{final.name}.', suffix='.tmp', dir=final.parent))
-    try:
-        weights = safetensors.torch.save(tensors, metadata={'format': 'pt'})
-        _write_synced(tmp / WEIGHTS_FILE, weights)
-        manifest['weights'] = {'file': WEIGHTS_FILE, 'bytes': len(weights),
-                               'sha256': hashlib.sha256(weights).hexdigest()}
-        _write_synced(tmp / MANIFEST_FILE,
-                      (json.dumps(manifest, indent=2, allow_nan=False) + '\n').encode())
-        fsync_path(tmp)
-        if final.exists() or final.is_symlink():
-            raise CheckpointError(f'{final}: appeared while saving; not overwritten')
-        os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    fsync_path(final.parent)
-    return final
+    return write_checkpoint_dir(
+        directory, tensors, build_manifest(meta, manifest_extra, FORMAT, FORMAT_VERSION))
 
 
 def load_policy(directory: str | os.PathLike[str],
@@ -359,9 +327,8 @@ def load_policy(directory: str | os.PathLike[str],
 
     Args:
         directory: the checkpoint directory.
-        expect_state_names: if given, the manifest's state_names must equal it (in order).
-        expect_action_names: likewise for action_names.
-        expect_robot: if given, the manifest's robot must equal it.
+        expect_state_names, expect_action_names, expect_robot: as for ``load_checkpoint``
+            (the state names are the policy's input columns).
 
     Returns:
         ``(policy, manifest)``, the policy in eval mode.
@@ -369,58 +336,8 @@ def load_policy(directory: str | os.PathLike[str],
     Raises:
         CheckpointError: any problem; the message names the file and says what is wrong.
     """
-    root = Path(directory)
-    manifest_path, weights_path = root / MANIFEST_FILE, root / WEIGHTS_FILE
-    if not root.is_dir():
-        raise CheckpointError(f'{root}: checkpoint directory does not exist')
-    if not manifest_path.is_file():
-        raise CheckpointError(f'{manifest_path}: missing (not a checkpoint directory?)')
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding='utf-8'))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f'{manifest_path}: invalid JSON ({exc})') from None
-    if not isinstance(manifest, dict):
-        raise CheckpointError(f'{manifest_path}: expected a JSON object, got '
-                              f'{type(manifest).__name__}')
-    version = manifest.get('format_version')
-    if manifest.get('format') != FORMAT or version != FORMAT_VERSION:
-        raise CheckpointError(
-            f'{manifest_path}: unknown format {manifest.get("format")!r} version {version!r}; '
-            f'this dexmpc_ros reads policies as {FORMAT!r} version {FORMAT_VERSION}')
-    missing = [key for key in _MANIFEST_KEYS if key not in manifest]
-    if missing:
-        raise CheckpointError(f'{manifest_path}: missing key(s) {missing}')
-    if not weights_path.is_file():
-        raise CheckpointError(f'{weights_path}: missing')
-    data = weights_path.read_bytes()
-    expected_sha = (manifest['weights'].get('sha256')
-                    if isinstance(manifest['weights'], dict) else None)
-    actual_sha = hashlib.sha256(data).hexdigest()
-    if actual_sha != expected_sha:
-        raise CheckpointError(
-            f'{weights_path}: sha256 {actual_sha} does not match the manifest '
-            f'({expected_sha}); the weights file is corrupt or was replaced')
-    try:
-        tensors = safetensors.torch.load(data)
-    except Exception as exc:  # safetensors raises its own SafetensorError and others
-        raise CheckpointError(f'{weights_path}: not a readable safetensors file ({exc})') from None
-    try:
-        policy = MLPPolicy.from_export(tensors, manifest)
-    except (ValueError, TypeError) as exc:
-        raise CheckpointError(f'{weights_path} does not match {manifest_path.name}: {exc}') \
-            from None
-    for key, dim, expected in (('state_names', policy.obs_dim, expect_state_names),
-                               ('action_names', policy.action_dim, expect_action_names)):
-        names = manifest[key]
-        if not (isinstance(names, list) and all(isinstance(n, str) for n in names)
-                and len(names) == dim):
-            raise CheckpointError(f'{manifest_path}: {key} must be a list of {dim} strings, '
-                                  f'got {names!r}')
-        if expected is not None and list(expected) != names:
-            raise CheckpointError(f'{manifest_path}: {key} differ from the expected ones: '
-                                  f'{_name_diff(names, list(expected))}')
-    if expect_robot is not None and manifest['robot'] != expect_robot:
-        raise CheckpointError(f'{manifest_path}: robot is {manifest["robot"]!r}, expected '
-                              f'{expect_robot!r}')
+    policy, manifest = load_checkpoint_dir(directory, FORMAT, FORMAT_VERSION,
+                                           MLPPolicy.from_export, expect_state_names,
+                                           expect_action_names, expect_robot)
     policy.eval()
     return policy, manifest
