@@ -3,7 +3,7 @@
 #   make test   set up (idempotent) and run the test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXPERIMENT ?= hand_random_walk_sim
+EXPERIMENT ?= hand_pddm_valve_sim
 ARGS ?=
 PYTEST_ARGS ?=
 
