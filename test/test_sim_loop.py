@@ -142,6 +142,10 @@ def test_run_loop_records_episodes_and_aggregates_every_episode(twin):
     np.testing.assert_allclose(result.model.state_norm.mean, states[:20].mean(axis=0),
                                rtol=1e-12, atol=1e-12)
     assert not np.allclose(result.model.state_norm.mean, states.mean(axis=0))
+    # Controller episodes are the on-policy data for new_data_fraction, exploration is not.
+    assert result.data.is_new().tolist() == [False] * 10 + [True] * 20
+    for record in result.records:
+        assert record.extra['mean_abs_action_change'] >= 0.0
 
 
 def test_trained_model_predicts_held_out_transitions_better_than_no_change(twin):

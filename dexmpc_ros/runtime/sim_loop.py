@@ -49,9 +49,11 @@ class StepEnv(Protocol):
 
 class TwinEnv:
     """
-    A MuJoCo twin as the robot sees it through the safety supervisor.
+    A MuJoCo twin behind the safety supervisor's per-step clamp.
 
-    Every command passes the supervisor's step clamp (``DeltaActionScaler``): with
+    Every command passes the supervisor's step, velocity and position-box clamps
+    (``DeltaActionScaler``); its workspace (WidowX) and body-rate (roach) rules are not
+    modelled, so in-process results there can differ from the ROS run's. With
     ``action_space='delta'`` an action is the per-step change in units of that bound, with
     ``'absolute'`` it is a normalized joint target that the clamp may shorten. Exploration
     is an ``explorer`` controller (``act(obs) -> command``, ``reset()``), e.g. PDDM's random
