@@ -13,11 +13,13 @@ cd "$HERE"
 
 say() { printf '[setup] %s\n' "$*"; }
 
-# 1. Offscreen rendering libraries.
+# 1. Offscreen rendering libraries (and libusb for pyrealsense2).
 need_apt=()
 ldconfig -p | grep -q 'libEGL.so.1 ' || need_apt+=(libegl1)
 ldconfig -p | grep -q 'libOSMesa.so' || need_apt+=(libosmesa6)
 ldconfig -p | grep -q 'libGL.so.1 ' || need_apt+=(libgl1)
+# pyrealsense2 (the RealSense driver) links libusb.
+ldconfig -p | grep -q 'libusb-1.0.so.0 ' || need_apt+=(libusb-1.0-0)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         say "installing Debian packages: ${need_apt[*]}"
