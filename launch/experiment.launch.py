@@ -28,9 +28,10 @@ def _nodes(context, *args, **kwargs):
 
 def generate_launch_description():
     return LaunchDescription([
-        DeclareLaunchArgument('experiment', default_value='hand_random_walk_sim',
+        DeclareLaunchArgument('experiment', default_value='hand_pddm_valve_sim',
                               description='experiment name (config/experiments/<name>.yaml)'),
         DeclareLaunchArgument('output_dir', default_value='',
-                              description='run folder (default runs/<time>-<name>); bag in <output_dir>/bag'),
+                              description='run folder (default runs/<time>-<name>); '
+                                          'bag in <output_dir>/bag'),
         OpaqueFunction(function=_nodes),
     ])
