@@ -47,7 +47,11 @@ if [ ! -f "$stamp" ]; then
 fi
 
 # 3. The package itself (editable: config/ and urdf/ are read from this checkout).
-if ! "$VENV/bin/python" -c 'import dexmpc_ros, sys; sys.exit(0 if dexmpc_ros.__file__.startswith(sys.argv[1]) else 1)' "$HERE" 2>/dev/null; then
+# Checked from / : in this checkout `import dexmpc_ros` would succeed from the working
+# directory even when nothing is installed (and the dexmpc command would be missing).
+VENV_PY="$(realpath "$VENV")/bin/python"
+if ! (cd / && "$VENV_PY" -c 'import dexmpc_ros, sys; sys.exit(0 if dexmpc_ros.__file__.startswith(sys.argv[1]) else 1)' "$HERE" 2>/dev/null) \
+        || [ ! -x "$VENV/bin/dexmpc" ]; then
     say "installing dexmpc_ros (editable)"
     "$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e .
 fi

@@ -129,7 +129,7 @@ def test_pddm_loop_explores_learns_and_plans_unattended(tmp_path, ros_env):
          '--set', 'learner.every_episodes=3', '--set', 'learner.train.epochs=5',
          '--set', 'learner.train.hidden=[64]', '--set', 'mpc.samples=64',
          # Real time: the suite runs two test workers on 2 cores, and no tick may be missed.
-         '--set', 'twin.real_time_factor=1.0'],
+         '--set', 'twin.real_time_factor=1.0', '--set', 'twin.lockstep=false'],
         env=ros_env, capture_output=True, text=True, timeout=150)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     store = CheckpointStore(run_dir / 'models')

@@ -18,12 +18,21 @@ Timing: one control period of physics per tick. ``real_time_factor`` 1.0 ticks a
 robot's control rate on the wall clock; ``k`` ticks k times faster; 0 runs as fast as
 possible. With ``publish_clock`` the twin publishes ``/clock`` from its simulated time and
 stamps every message with it, so nodes run with ``use_sim_time`` follow the twin.
+
+Lockstep (simulated time only): with ``lockstep`` the twin steps only once the command that
+answers its last state has arrived (a ``command`` stamped at or after that state), or after
+``lockstep_timeout_s`` of wall time without one (counted in diagnostics; the supervisor's
+watchdog then acts as usual). Simulated time then never outruns the controller, whatever
+the CPU load: learning experiments measure the method, as the papers' simulations do,
+instead of how often a loaded 2-core machine misses a deadline. ``real_time_factor`` still
+caps the speed. Real-time behaviour (deadlines, watchdog holds) is what runs without it.
 """
 
 from __future__ import annotations
 
 import sys
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,6 +75,9 @@ class TwinNodeConfig:
         camera_width: image width [px].
         camera_height: image height [px].
         twin_options: extra twin constructor options as a YAML mapping string.
+        lockstep: step only after the command answering the last state (needs
+            publish_clock).
+        lockstep_timeout_s: longest wall-clock wait for that command [s].
     """
 
     task: str = ''
@@ -78,8 +90,15 @@ class TwinNodeConfig:
     camera_width: int = 320
     camera_height: int = 240
     twin_options: str = '{}'
+    lockstep: bool = False
+    lockstep_timeout_s: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.lockstep and not self.publish_clock:
+            raise ValueError('lockstep needs publish_clock (experiment use_sim_time: true): '
+                             'on the wall clock a waiting twin would only look stale')
+        if not self.lockstep_timeout_s > 0:
+            raise ValueError(f'lockstep_timeout_s must be > 0, got {self.lockstep_timeout_s}')
         if self.real_time_factor < 0:
             raise ValueError(f'real_time_factor must be >= 0, got {self.real_time_factor}')
         if self.episode_steps < 0:
@@ -107,6 +126,9 @@ class TwinNode(Node):
         self.twin = make_twin(self.spec.name, spec=self.spec, **options)
 
         self._lock = threading.Lock()
+        self._answered = threading.Condition(self._lock)  # lockstep: a command arrived
+        self._answer_stamp = -1        # newest command stamp [ns]
+        self._lockstep_timeouts = 0
         self._pending_command: np.ndarray | None = None
         self._reset_requested = False
         self._episode = -1
@@ -136,25 +158,28 @@ class TwinNode(Node):
         self.create_service(Trigger, 'reset_episode', self._on_reset)
         self.create_timer(1.0, self._publish_diagnostics)
 
-        if self.cfg.camera and self.cfg.real_time_factor != 0:
+        threaded = self.cfg.real_time_factor == 0 or self.cfg.lockstep
+        if self.cfg.camera and not threaded:
             # create the renderer (EGL context, ~1 s) before the first joint_states, so the
             # state stream does not stall right after the supervisor armed on it
             self.twin.render(self.cfg.camera_width, self.cfg.camera_height)
         self._start_episode()
         self._stop = threading.Event()
-        if self.cfg.real_time_factor == 0:
-            self._thread = threading.Thread(target=self._run_fast, daemon=True)
+        if threaded:
+            self._thread = threading.Thread(
+                target=self._run_lockstep if self.cfg.lockstep else self._run_fast, daemon=True)
             self._thread.start()
         else:
             period = self.spec.period_s / self.cfg.real_time_factor
             self.create_timer(period, self._tick, MutuallyExclusiveCallbackGroup())
         self.get_logger().info(
             f'{self.spec.name} twin ready: {len(self.spec.joints)} joints, '
-            f'{self.spec.control_rate_hz:g} Hz, real_time_factor {self.cfg.real_time_factor:g}')
+            f'{self.spec.control_rate_hz:g} Hz, real_time_factor {self.cfg.real_time_factor:g}'
+            + (', lockstep' if self.cfg.lockstep else ''))
 
     # Callbacks ----------------------------------------------------------------------
     def _on_command(self, msg: JointTrajectory) -> None:
-        names, values, _ = convert.command_to_arrays(msg, self.spec.command_interface)
+        names, values, stamp = convert.command_to_arrays(msg, self.spec.command_interface)
         # The supervisor already checked the command; the twin only refuses what it
         # cannot apply, and says so, instead of guessing.
         if names != self.spec.command_names or values.shape != (len(names),) or \
@@ -165,6 +190,8 @@ class TwinNode(Node):
             return
         with self._lock:
             self._pending_command = values
+            self._answer_stamp = max(self._answer_stamp, stamp)
+            self._answered.notify_all()
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response
                   ) -> Trigger.Response:
@@ -177,6 +204,28 @@ class TwinNode(Node):
     # Simulation loop ------------------------------------------------------------------
     def _run_fast(self) -> None:
         while not self._stop.is_set():
+            self._tick()
+
+    def _run_lockstep(self) -> None:
+        period = (self.spec.period_s / self.cfg.real_time_factor
+                  if self.cfg.real_time_factor > 0 else 0.0)
+        due = time.monotonic()
+        while not self._stop.is_set():
+            deadline = time.monotonic() + self.cfg.lockstep_timeout_s
+            with self._answered:
+                while self._answer_stamp < self._last_state_stamp and \
+                        not self._stop.is_set():
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        self._lockstep_timeouts += 1
+                        break
+                    self._answered.wait(min(remaining, 0.1))
+            due += period
+            wait = due - time.monotonic()
+            if wait > 0:
+                self._stop.wait(wait)
+            else:
+                due = time.monotonic()
             self._tick()
 
     def _tick(self) -> None:
@@ -248,7 +297,8 @@ class TwinNode(Node):
             {'rate_hz': rate, 'episode': self._episode, 'episode_step': self._episode_step,
              'reward': self._last_reward, 'episode_return': self._episode_return,
              'sim_time_s': self.twin.time, 'commands_applied': self._commands_applied,
-             'commands_rejected': self._commands_rejected})
+             'commands_rejected': self._commands_rejected,
+             'lockstep_timeouts': self._lockstep_timeouts})
         msg = DiagnosticArray(header=convert.header(self._stamp_ns()), status=[status])
         self.pub_diag.publish(msg)
 
@@ -256,7 +306,7 @@ class TwinNode(Node):
         """Stop the fast loop and free the renderer."""
         if hasattr(self, '_stop'):
             self._stop.set()
-            if self.cfg.real_time_factor == 0:
+            if hasattr(self, '_thread'):
                 self._thread.join(timeout=2.0)
         if hasattr(self, 'twin'):
             self.twin.close()
