@@ -36,8 +36,8 @@ def lockstep_timeouts(probe: GraphProbe) -> int:
 
 def test_lockstep_twin_waits_for_the_answer_to_each_state(tmp_path, ros_env):
     spec = load_robot_spec('widowx')
-    env = dict(ros_env, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO),
-                                                                ros_env.get('PYTHONPATH')])))
+    path = os.pathsep.join(filter(None, [str(REPO), ros_env.get('PYTHONPATH')]))
+    env = dict(ros_env, PYTHONPATH=path)
     log = tmp_path / 'twin.log'
     proc = subprocess.Popen(
         [sys.executable, '-m', 'dexmpc_ros.ros.twin_node', '--ros-args',
