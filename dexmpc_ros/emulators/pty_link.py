@@ -23,9 +23,13 @@ class PtyLink:
 
     Args:
         path: where the port appears (a symlink); default: a fresh name in a temp dir.
+        drop_when_full: make ``write()`` drop what does not fit in the pty buffer (~17 kB)
+            instead of blocking, as a USB-serial adapter loses bytes its host does not read;
+            for emulators that stream on their own (telemetry).
     """
 
-    def __init__(self, path: str | None = None):
+    def __init__(self, path: str | None = None, drop_when_full: bool = False):
+        self.drop_when_full = drop_when_full
         if path is None:
             path = os.path.join(tempfile.mkdtemp(prefix='dexmpc-pty-'), 'ttyEMU0')
         self.path = path
@@ -47,6 +51,8 @@ class PtyLink:
             master, slave = pty.openpty()
             tty.setraw(slave)
             tty.setraw(master)
+            if self.drop_when_full:
+                os.set_blocking(master, False)
             # Keep our own slave fd open: reading the master then blocks instead of
             # failing with EIO while no client has the port open.
             self._master, self._slave = master, slave
@@ -86,7 +92,7 @@ class PtyLink:
             return b''
 
     def write(self, data: bytes) -> None:
-        """Send bytes to the driver; silently dropped while unplugged."""
+        """Send bytes to the driver; dropped while unplugged or (drop_when_full) on a full pty."""
         fd = self._master
         if fd is None:
             return

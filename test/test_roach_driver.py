@@ -1,0 +1,317 @@
+"""
+RoachDriver against the VelociRoACH emulator over a pty, with real pyserial.
+
+Every timing check waits for a condition with a deadline; none asserts on a sleep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dexmpc_ros.core.robot_spec import load_robot_spec
+from dexmpc_ros.emulators.pty_link import PtyLink
+from dexmpc_ros.emulators.roach_firmware import (EmulatorConfig, RoachFirmwareEmulator,
+                                                 TwinBody)
+from dexmpc_ros.robots.drivers import roach_protocol as rp
+from dexmpc_ros.robots.drivers.base import (DeviceNotAnsweringError, DriverError,
+                                            NotConnectedError, PortMissingError)
+from dexmpc_ros.robots.drivers.roach import RoachDriver, RoachDriverConfig
+from dexmpc_ros.robots.drivers.xbee import FrameParser, RxPacket16, TxRequest16, TxStatus
+
+REPO = Path(__file__).resolve().parents[1]
+T = 0.3          # link-loss budget [s]
+
+
+def wait_until(predicate, timeout: float = 3.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+def pty(tmp_path: Path) -> PtyLink:
+    """A pty under the test's tmp dir (cleaned up by pytest)."""
+    return PtyLink(str(tmp_path / 'ttyROACH'), drop_when_full=True)
+
+
+@pytest.fixture
+def emulator(tmp_path):
+    with RoachFirmwareEmulator(pty(tmp_path), config=EmulatorConfig(command_timeout_s=0.0)) \
+            as emu:
+        yield emu
+
+
+@pytest.fixture
+def driver(emulator):
+    drv = RoachDriver(RoachDriverConfig(port=emulator.path, link_timeout_s=T))
+    drv.connect()
+    yield drv
+    drv.disconnect()
+
+
+def test_connect_streams_telemetry_in_the_twin_names(driver, emulator):
+    first = driver.read()
+    assert first.names == ('left_legs', 'right_legs')
+    assert first.faults == () and driver.link_ok and driver.is_connected
+    assert np.isnan(first.effort).all()
+    assert first.extra['accel_z'] == pytest.approx(9.80665, rel=1e-3)   # upright, at rest
+    assert first.extra['rssi_dbm'] == -40.0
+    assert wait_until(lambda: driver.stats.records >= first.extra['sample_index'] + 10)
+    assert driver.read().stamp > first.stamp
+    assert rp.Cmd.START_TELEMETRY in emulator.received_types()
+
+
+def test_write_moves_the_legs_and_returns_what_was_sent(driver, emulator):
+    sent = driver.write(np.array([25.0, 12.5]))
+    counts = np.trunc(rp.rad_s_to_counts_per_ms(np.array([25.0, 12.5])))
+    np.testing.assert_allclose(sent, rp.counts_per_ms_to_rad_s(counts))
+    assert wait_until(lambda: emulator.received[-1][1].args('hh') == tuple(int(c)
+                                                                           for c in counts))
+    start = driver.read().position
+    assert wait_until(lambda: driver.read().position[0] - start[0] > 2 * math.pi)
+    state = driver.read()
+    np.testing.assert_allclose(state.velocity, sent, rtol=0.05)
+    assert state.extra['gyro_z'] < -0.5               # right slower than left: turning right
+    # The driver's unwrapped angle agrees with the emulated crank.
+    np.testing.assert_allclose(state.position, emulator.sensors().leg_angles, atol=0.5)
+
+
+def test_commands_are_clamped_and_bad_ones_refused(driver, emulator):
+    vmax = load_robot_spec('roach').limits_array('velocity')
+    sent = driver.write([1e6, -1e6])
+    assert np.all(np.abs(sent) <= vmax) and np.all(np.abs(sent) > vmax - 0.1)
+    assert sent[0] > 0 > sent[1]
+    on_wire = tuple(int(c) for c in np.round(rp.rad_s_to_counts_per_ms(sent)))
+    assert wait_until(lambda: emulator.received[-1][1].args('hh') == on_wire)
+    n = len(emulator.received)
+    for bad in ([np.nan, 0.0], [1.0, 2.0, 3.0]):
+        with pytest.raises(ValueError):
+            driver.write(bad)
+    time.sleep(0.05)                     # let anything that was (wrongly) sent arrive
+    assert rp.Cmd.SET_VEL_GET_IMU not in [p.type for _, p in list(emulator.received)[n:]]
+
+
+def test_link_loss_sends_zero_thrust_reports_it_and_recovers(driver, emulator):
+    driver.write([30.0, 30.0])
+    assert wait_until(lambda: emulator.sensors().leg_speeds.min() > 25.0)
+    lost_at = time.monotonic()
+    emulator.lose_link(hears=True)             # robot -> host packets lost
+    assert wait_until(lambda: not driver.link_ok, 2 * T + 0.5)
+    detected = time.monotonic() - lost_at
+    assert T - 0.05 <= detected < T + 0.3     # counted from the last record (50 Hz stream)
+    state = driver.read()
+    assert state.faults and 'link lost' in state.faults[0]
+    assert wait_until(lambda: any(p.type == rp.Cmd.SET_THRUST_OPEN_LOOP and p.args('hh') ==
+                                  (0, 0) for _, p in list(emulator.received)))
+    assert wait_until(lambda: np.abs(emulator.sensors().leg_speeds).max() < 0.5)
+    np.testing.assert_array_equal(driver.write([30.0, 30.0]), [0.0, 0.0])
+    assert driver.stats.link_losses == 1
+    emulator.restore_link()
+    assert wait_until(lambda: driver.link_ok, 1.0)
+    assert driver.read().faults == ()
+    assert driver.write([20.0, 20.0])[0] > 19.0
+    assert wait_until(lambda: emulator.sensors().leg_speeds.min() > 15.0)
+
+
+def test_full_radio_loss_is_seen_by_the_basestation_as_no_ack(driver, emulator):
+    emulator.lose_link(hears=False)
+    assert wait_until(lambda: not driver.link_ok, 2 * T + 0.5)
+    assert wait_until(lambda: driver.stats.tx_failures >= 2)   # TX status 1: no ACK
+    emulator.restore_link()
+    assert wait_until(lambda: driver.link_ok, 1.0)
+
+
+def test_corrupt_partial_and_garbage_frames_are_dropped_and_counted(driver, emulator):
+    before = driver.stats
+    emulator.corrupt_next(5)                     # 5 records = 0.1 s, within the loss budget
+    assert wait_until(lambda: driver.stats.checksum_errors >= before.checksum_errors + 5)
+    emulator.truncate_next(3)
+    assert wait_until(lambda: driver.stats.checksum_errors >= before.checksum_errors + 8)
+    emulator.inject_garbage(b'\x00\x7e\xff\xff garbage \x7e\x00')
+    records = driver.stats.records
+    assert wait_until(lambda: driver.stats.records >= records + 10)
+    after = driver.stats
+    assert after.discarded_bytes > before.discarded_bytes
+    assert after.length_errors > before.length_errors
+    assert driver.link_ok and after.link_losses == 0
+    assert after.foreign_frames == 0             # nothing broken got through to decoding
+
+
+def test_encoder_rollover_is_unwrapped(tmp_path):
+    config = EmulatorConfig(command_timeout_s=0.0, initial_counts=(2**31 - 5000, -2**31 + 5000))
+    with RoachFirmwareEmulator(pty(tmp_path), config=config) as emu, \
+            RoachDriver(RoachDriverConfig(port=emu.path)) as drv:
+        start = drv.read().position
+        drv.write([40.0, -40.0])
+        assert wait_until(lambda: drv.read().position[0] - start[0] > 4 * math.pi)
+        state = drv.read()
+        assert state.position[1] - start[1] < -4 * math.pi        # continuous through -2**31
+        assert np.all(np.abs(state.velocity) < 45.0)
+
+
+def test_unplug_raises_driver_error_and_replug_reconnects(driver, emulator):
+    emulator.unplug()
+    assert wait_until(lambda: not driver.is_connected)
+    with pytest.raises(PortMissingError, match='connect'):
+        driver.read()
+    with pytest.raises(DriverError):
+        driver.write([1.0, 1.0])
+    with pytest.raises(PortMissingError, match='XBee'):
+        driver.connect()                                        # still unplugged
+    emulator.replug()
+    driver.connect()
+    assert driver.is_connected and driver.link_ok
+    records = driver.stats.records
+    assert wait_until(lambda: driver.stats.records > records + 5)
+
+
+def test_absent_port_and_silent_port_have_actionable_errors(tmp_path):
+    drv = RoachDriver(RoachDriverConfig(port=str(tmp_path / 'ttyUSB9')))
+    with pytest.raises(PortMissingError, match='XBee.*cable'):
+        drv.connect()
+    with pytest.raises(NotConnectedError, match='connect'):
+        drv.read()
+    with PtyLink(str(tmp_path / 'ttySILENT')) as silent:       # nobody answers
+        drv = RoachDriver(RoachDriverConfig(port=silent.path, connect_timeout_s=0.1,
+                                            retries=1))
+        with pytest.raises(DeviceNotAnsweringError) as info:
+            drv.connect()
+    message = str(info.value)
+    assert silent.path in message and '57600 baud' in message and '2 attempts' in message
+    assert 'PAN ID' in message and 'dialout' in message
+    assert not drv.is_connected
+
+
+def test_config_validation_and_spec_defaults():
+    cfg = RoachDriverConfig.from_spec(load_robot_spec('roach'), link_timeout_s=0.5)
+    assert (cfg.port, cfg.baudrate, cfg.robot_address, cfg.link_timeout_s) == \
+        ('/dev/ttyUSB0', 57600, 1, 0.5)
+    for field, value in [('baudrate', 0), ('robot_address', 0xFFFF), ('link_timeout_s', 0.0),
+                         ('retries', -1)]:
+        with pytest.raises(ValueError, match=field):
+            RoachDriverConfig(**{field: value})
+    spec = load_robot_spec('roach')
+    escaped = dataclasses.replace(spec, driver={**spec.driver, 'api_mode': 2})
+    with pytest.raises(ValueError, match='api_mode is 2'):
+        RoachDriverConfig.from_spec(escaped)
+    with pytest.raises(ValueError, match='telemetry_rate_hz'):
+        EmulatorConfig(telemetry_rate_hz=500.0)         # more than 57600 baud can carry
+
+
+def test_round_trip_and_disconnect_stops_the_robot(driver, emulator):
+    assert 0 < driver.round_trip() < 0.5
+    driver.write([20.0, 20.0])
+    assert wait_until(lambda: emulator.sensors().leg_speeds.min() > 15.0)
+    driver.disconnect()
+    driver.disconnect()                                  # idempotent
+    assert wait_until(lambda: np.abs(emulator.sensors().leg_speeds).max() < 0.5)
+    assert emulator.received[-1][1].args('L') == (0,)   # telemetry stopped
+
+
+def test_twin_backed_emulator_moves_the_twin(tmp_path):
+    from dexmpc_ros.robots.twins.roach import RoachTwin
+    twin = RoachTwin(task='straight', seed=0)
+    with RoachFirmwareEmulator(pty(tmp_path), body=TwinBody(twin),
+                               config=EmulatorConfig(command_timeout_s=0.0)) as emu, \
+            RoachDriver(RoachDriverConfig(port=emu.path)) as drv:
+        drv.write([25.0, 25.0])
+        assert wait_until(lambda: twin.odom().position[0] > 0.05, 5.0)
+        state = drv.read()
+        assert state.position.min() > 1.0                   # cranks turned in the twin
+        assert abs(state.extra['accel_z'] - 9.81) < 3.0     # upright
+        assert np.isfinite(state.velocity).all()
+
+
+def test_cli_serves_until_sigterm(tmp_path):
+    port = str(tmp_path / 'ttyROACH')
+    proc = subprocess.Popen([sys.executable, '-m', 'dexmpc_ros.emulators.roach_firmware',
+                             '--port', port], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        assert wait_until(lambda: os.path.exists(port), 20.0)
+        with RoachDriver(RoachDriverConfig(port=port)) as drv:
+            assert drv.read().names == ('left_legs', 'right_legs')
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not os.path.exists(port)
+
+
+class RawHost:
+    """The host side spoken by hand: pyserial + XBee frames, no driver."""
+
+    def __init__(self, port: str):
+        import serial
+        self.serial = serial.Serial(port, 57600, timeout=0.02)
+        self.parser = FrameParser()
+        self.frame_id = 0
+
+    def send(self, payload: rp.Payload, dest: int = 1) -> int:
+        self.frame_id += 1
+        self.serial.write(TxRequest16(dest, payload.encode(), frame_id=self.frame_id).encode())
+        return self.frame_id
+
+    def collect(self, seconds: float) -> list:
+        frames, end = [], time.monotonic() + seconds
+        while time.monotonic() < end:
+            frames += self.parser.feed(self.serial.read(256))
+        return frames
+
+    def replies(self, seconds: float) -> list[rp.Payload]:
+        return [rp.Payload.decode(RxPacket16.from_frame(f).rf_data)
+                for f in self.collect(seconds) if f.api_id == 0x81]
+
+
+def test_emulator_speaks_the_application_protocol(emulator):
+    host = RawHost(emulator.path)
+    try:
+        fid = host.send(rp.simple(rp.Cmd.WHO_AM_I))
+        frames = host.collect(0.2)
+        assert TxStatus(fid, 0).encode() in [f.encode() for f in frames]
+        replies = [rp.Payload.decode(RxPacket16.from_frame(f).rf_data) for f in frames
+                   if f.api_id == 0x81]
+        assert replies[0].type == rp.Cmd.WHO_AM_I and b'VelociRoACH' in replies[0].data
+        host.send(rp.simple(rp.Cmd.WHO_AM_I), dest=2)             # not our robot: no ACK
+        assert TxStatus(fid + 1, 1).encode() in [f.encode() for f in host.collect(0.1)]
+        host.send(rp.set_pid_gains((1, 2, 3, 4, 5), (6, 7, 8, 9, 10)))
+        host.send(rp.Payload(rp.Cmd.SET_VEL_GET_IMU, b'\x01'))    # short args: ignored
+        host.send(rp.start_telemetry(5))
+        replies = host.replies(0.4)
+        assert replies[0].args('10h') == tuple(range(1, 11))
+        assert sum(r.type == rp.Cmd.GET_IMU_DATA for r in replies) == 5
+        host.send(rp.set_thrust_open_loop(3800, 3800, run_time_ms=100))
+        assert wait_until(lambda: emulator.sensors().leg_speeds.min() > 30.0, 0.5)
+        assert wait_until(lambda: emulator.mode == 'idle', 0.5)     # run time over
+        host.send(rp.simple(rp.Cmd.ZERO_POS))
+        host.send(rp.simple(rp.Cmd.GET_AMS_POS))
+        old, now = host.replies(0.2)[-2:]
+        assert old.type == rp.Cmd.ZERO_POS and max(old.args('2l')) > 0
+        assert now.type == rp.Cmd.GET_AMS_POS and max(map(abs, now.args('2l'))) < 2000
+    finally:
+        host.serial.close()
+
+
+def test_emulator_stops_the_legs_when_commands_stop(tmp_path):
+    with RoachFirmwareEmulator(pty(tmp_path), config=EmulatorConfig(command_timeout_s=0.2)) \
+            as emu, \
+            RoachDriver(RoachDriverConfig(port=emu.path)) as drv:
+        drv.write([30.0, 30.0])
+        assert wait_until(lambda: emu.sensors().leg_speeds.min() > 20.0, 1.0)
+        assert wait_until(lambda: emu.mode == 'idle', 1.0)
+        assert wait_until(lambda: emu.sensors().leg_speeds.max() < 0.5, 1.0)
+        assert drv.link_ok                                        # telemetry kept flowing
