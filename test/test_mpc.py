@@ -77,7 +77,8 @@ def test_learned_model_swap_and_uncertainty(hand):
 
 @pytest.mark.parametrize('field, value', [('planner', 'ilqr'), ('threads', -1),
                                           ('std_penalty', -1.0), ('samples', 0),
-                                          ('beta', 1.5)])
+                                          ('beta', 1.5), ('action_noise', -0.1),
+                                          ('action_noise', float('nan'))])
 def test_config_rejects_bad_values(field, value):
     with pytest.raises(ValueError):
         MPCConfig(**{field: value}).planner_config()
@@ -120,3 +121,27 @@ def test_baoding_task_options_reach_the_reward():
 def test_sample_velocities_reaches_the_mppi_planner():
     config = MPCConfig(sample_velocities=True).planner_config()
     assert config.sample_velocities is True
+
+
+def test_action_noise_perturbs_only_the_executed_action(hand):
+    """Exploration noise: executed = clip(plan + N(0, std)); the planner's plan is untouched."""
+    spec, twin, layout = hand
+    rng = np.random.default_rng(0)
+    states = rng.standard_normal((200, layout.dim))
+    model = DeltaDynamics(layout.dim, 20, DynamicsConfig(hidden=(16,), epochs=1, seed=1))
+    model.fit(states, rng.uniform(-1, 1, (200, 20)), states)
+    config = dict(samples=16, horizon=3, action_space='delta', seed=3)
+    quiet = MPCController(spec, MPCConfig(**config), model, layout)
+    noisy = MPCController(spec, MPCConfig(action_noise=0.3, **config), model, layout)
+    differences = []
+    for _ in range(20):
+        obs = observe(twin)
+        quiet.act(obs)
+        noisy.act(obs)
+        assert np.all(np.abs(noisy.last_action) <= 1.0)
+        differences.append(noisy.last_action - quiet.last_action)
+    # Same seed, same plans: every difference is the noise (or its clip at +-1).
+    spread = float(np.std(differences))
+    assert 0.15 < spread < 0.35, spread
+    assert np.allclose(noisy.planner.last_info['trajectory'],
+                       quiet.planner.last_info['trajectory'])

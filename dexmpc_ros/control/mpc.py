@@ -64,6 +64,9 @@ class MPCConfig:
         cem_iterations: CEM refits per control step.
         cem_elites: CEM elite count.
         std_penalty: score = mean - std_penalty * std over members (PDDM exploration: 4).
+        action_noise: std of Gaussian noise added to each executed action (normalized
+            units, then clipped to [-1, 1]); exploration while collecting data, 0 = PDDM.
+            The planner's own mean sequence stays noise-free.
         seed: planner noise seed (-1: nondeterministic).
         threads: torch threads for planning (0: leave torch's setting); 1 suits a busy
             2-core machine.
@@ -84,6 +87,7 @@ class MPCConfig:
     cem_iterations: int = 3
     cem_elites: int = 20
     std_penalty: float = 0.0
+    action_noise: float = 0.0
     seed: int = 0
     threads: int = 1
     action_space: str = 'absolute'
@@ -96,6 +100,8 @@ class MPCConfig:
             raise ValueError(f'threads must be an int >= 0, got {self.threads!r}')
         if not math.isfinite(self.std_penalty) or self.std_penalty < 0:
             raise ValueError(f'std_penalty must be finite and >= 0, got {self.std_penalty!r}')
+        if not (math.isfinite(self.action_noise) and self.action_noise >= 0):
+            raise ValueError(f'action_noise must be finite and >= 0, got {self.action_noise!r}')
 
     def planner_config(self) -> Any:
         """The planner's own config (its __post_init__ checks horizon, samples, ...)."""
@@ -143,6 +149,8 @@ class MPCController:
         self.last_action: np.ndarray | None = None
         self.uncertainty = float('nan')
         self.explorer = explorer
+        self._noise_rng = np.random.default_rng(None if self.config.seed < 0
+                                                else self.config.seed + 1)
         if model is not None:
             self.swap(model, layout)
 
@@ -201,6 +209,9 @@ class MPCController:
         with torch_threads(self.config.threads):
             action = self.planner.plan(torch.from_numpy(state).float(), model, reward)
             self.uncertainty = self._disagreement(model, state, action)
+        if self.config.action_noise > 0:
+            action = np.clip(action + self._noise_rng.normal(
+                0.0, self.config.action_noise, action.shape), -1.0, 1.0)
         self.last_state, self.last_action = state, action
         if self.delta is not None:
             measured = obs.position if self.spec.command_interface == 'position' \

@@ -12,8 +12,17 @@ until one arrives, so the supervisor holds the robot; or, with ``explore``, run 
 random walk until then). A path on ``learner/checkpoint``
 (std_msgs/String) is loaded and verified on a background thread (robot and action names
 must match; a corrupt or mismatched checkpoint is refused with the reason on
-``diagnostics`` and the running model stays); the next tick swaps it in. Ticks that come
-later than 1.5 periods after the previous one are counted as missed.
+``diagnostics`` and the running model stays); the next tick swaps it in.
+
+Ticks. By default a timer at the control rate plans on the newest observation; ticks that
+come later than 1.5 periods after the previous one are counted as missed. With
+``tick_on_state`` the node plans once per new observation instead (``joint_states`` and,
+once the robot has published one, the ``task_state`` of the same stamp; subscriptions keep
+only the newest message, so a slow plan skips states rather than queueing them), and
+counts every state it never answered (stamp gaps over 1.5 periods) as missed. That is the
+mode for a twin in lockstep (twin_node.py), which steps only once its last state is
+answered: a timer would plan on the previous state as soon as /clock moves and never answer
+the newest one.
 """
 
 from __future__ import annotations
@@ -57,6 +66,8 @@ class MPCNode(Node):
                         '"" = wait for learner/checkpoint)')
         explore = declare(self, 'explore', False, 'random-walk exploration (random_walk.* '
                           'parameters) until the first checkpoint arrives')
+        self.tick_on_state = declare(self, 'tick_on_state', False,
+                                     'plan once per new observation instead of on a timer')
         explorer = (RandomWalkController(self.spec, config_from_node(
             self, RandomWalkConfig, prefix='random_walk.')) if explore else None)
         self.mpc = MPCController(self.spec, self.config, explorer=explorer)
@@ -71,6 +82,7 @@ class MPCNode(Node):
         self.refused = 0
         self.missed_ticks = 0
         self._last_tick: float | None = None
+        self._last_state_stamp: int | None = None
         self._plan_ms: deque[float] = deque(maxlen=WINDOW)
         self._rate = RateMeter()
 
@@ -78,12 +90,14 @@ class MPCNode(Node):
         self.pub_plan = self.create_publisher(JointTrajectory, 'controller/plan', 10)
         self.pub_uncertainty = self.create_publisher(JointState, 'controller/uncertainty', 10)
         self.pub_diag = self.create_publisher(DiagnosticArray, 'diagnostics', 10)
-        self.create_subscription(JointState, 'joint_states', self._on_joints, 10)
-        self.create_subscription(JointState, 'task_state', self._on_task, 10)
+        depth = 1 if self.tick_on_state else 10
+        self.create_subscription(JointState, 'joint_states', self._on_joints, depth)
+        self.create_subscription(JointState, 'task_state', self._on_task, depth)
         latched = QoSProfile(depth=1, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
         self.create_subscription(Int32, 'episode', self._on_episode, latched)
         self.create_subscription(String, 'learner/checkpoint', self._on_checkpoint, latched)
-        self.create_timer(self.period_s, self._tick)
+        if not self.tick_on_state:
+            self.create_timer(self.period_s, self._tick)
         self.create_timer(1.0, self._publish_diagnostics)
         if start:
             self._load(start)  # at start-up, synchronously: fail early and loudly
@@ -96,9 +110,13 @@ class MPCNode(Node):
     # Inputs ------------------------------------------------------------------------------
     def _on_joints(self, msg: JointState) -> None:
         self._joints = msg
+        if self.tick_on_state:
+            self._tick_if_new_state()
 
     def _on_task(self, msg: JointState) -> None:
         self._task = msg
+        if self.tick_on_state:
+            self._tick_if_new_state()
 
     def _on_episode(self, msg: Int32) -> None:
         self.mpc.reset()
@@ -138,11 +156,31 @@ class MPCNode(Node):
             self.get_logger().info(f'now planning with {path}')
 
     # Control loop ------------------------------------------------------------------------
+    def _tick_if_new_state(self) -> None:
+        """tick_on_state: plan when joints (and task state) of a new stamp are both in."""
+        if self._joints is None:
+            return
+        stamp = convert.time_to_ns(self._joints.header.stamp)
+        if self._task is not None and convert.time_to_ns(self._task.header.stamp) != stamp:
+            return  # the other half of this observation is still on its way
+        last = self._last_state_stamp
+        if last is not None and stamp <= last:
+            return
+        if last is not None:
+            periods = (stamp - last) * 1e-9 / self.period_s
+            if periods > 1.5:
+                self.missed_ticks += int(round(periods)) - 1
+        self._last_state_stamp = stamp
+        self._plan()
+
     def _tick(self) -> None:
         now = time.monotonic()
         if self._last_tick is not None and now - self._last_tick > 1.5 * self.period_s:
             self.missed_ticks += 1
         self._last_tick = now
+        self._plan()
+
+    def _plan(self) -> None:
         self._swap_pending()
         if self._joints is None:
             return
