@@ -91,6 +91,9 @@ setup(
             'fuzz_node = dexmpc_ros.ros.fuzz_node:main',
             'mpc_node = dexmpc_ros.ros.mpc_node:main',
             'learner_node = dexmpc_ros.ros.learner_node:main',
+            'driver_node = dexmpc_ros.ros.driver_node:main',
+            'hand_driver_node = dexmpc_ros.ros.hand_driver_node:main',
+            'camera_node = dexmpc_ros.ros.camera_node:main',
         ],
     },
 )

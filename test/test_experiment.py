@@ -103,11 +103,19 @@ def test_malformed_experiment_names_file_and_key(tmp_path, mutation, key):
     assert key in str(info.value)
 
 
-def test_hardware_backend_without_driver_is_a_clear_error(tmp_path):
+def test_hardware_backend_runs_the_robots_driver_node(tmp_path):
     experiment = load_experiment(write(tmp_path, SPEC.replace('backend: sim',
                                                               'backend: hardware')))
-    with pytest.raises(ConfigError, match='no driver for robot'):
-        node_descriptions(experiment)
+    robot = {d.name: d for d in node_descriptions(experiment)}['twin']
+    assert (robot.kind, robot.executable) == ('driver', 'driver_node')
+    assert robot.parameters['driver'] == 'widowx'
+    options = yaml.safe_load(robot.parameters['driver_options'])
+    assert options['port'] == '/dev/ttyDXL' and options['baud'] == 1000000
+    hand = load_experiment(write(tmp_path, SPEC.replace('backend: sim', 'backend: hardware')
+                                 .replace('robot: widowx', 'robot: hand24'), 'hand.yaml'))
+    robot = {d.name: d for d in node_descriptions(hand)}['twin']
+    assert (robot.kind, robot.parameters['controller']) == ('hand_driver',
+                                                            'rh_trajectory_controller')
 
 
 def test_mixed_number_lists_become_floats(tmp_path):

@@ -14,11 +14,12 @@ from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Quaternion
 from nav_msgs.msg import Odometry
-from sensor_msgs.msg import Image, Imu, JointState
+from sensor_msgs.msg import CameraInfo, Image, Imu, JointState
 from std_msgs.msg import Header
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from dexmpc_ros.core.types import Observation
+from dexmpc_ros.robots.drivers.realsense import CameraIntrinsics
 from dexmpc_ros.robots.twin import BodyPose
 
 LEVELS = {'ok': DiagnosticStatus.OK, 'warn': DiagnosticStatus.WARN,
@@ -224,6 +225,34 @@ def image_to_array(msg: Image) -> np.ndarray:
     if msg.encoding != 'rgb8':
         raise ValueError(f'expected rgb8 image, got {msg.encoding!r}')
     return np.frombuffer(bytes(msg.data), dtype=np.uint8).reshape(msg.height, msg.width, 3)
+
+
+def depth_image_msg(stamp_ns: int, depth_mm: np.ndarray,
+                    frame_id: str = 'camera_color_optical_frame') -> Image:
+    """uint16 (H, W) depth [mm] -> sensor_msgs/Image (encoding 16UC1, realsense2_camera's)."""
+    depth = np.ascontiguousarray(depth_mm, dtype=np.uint16)
+    height, width = depth.shape
+    return Image(header=header(stamp_ns, frame_id), height=height, width=width,
+                 encoding='16UC1', is_bigendian=int(depth.dtype.byteorder == '>'),
+                 step=width * 2, data=depth.tobytes())
+
+
+def camera_info_msg(stamp_ns: int, intrinsics: CameraIntrinsics,
+                    frame_id: str = 'camera_color_optical_frame') -> CameraInfo:
+    """
+    sensor_msgs/CameraInfo of a monocular pinhole stream (R = identity, P = [K | 0]).
+
+    Args:
+        stamp_ns: the stamp of the image it describes [ns].
+        intrinsics: size [px], K, distortion model and coefficients D.
+        frame_id: the image's optical frame.
+    """
+    return CameraInfo(header=header(stamp_ns, frame_id), height=int(intrinsics.height),
+                      width=int(intrinsics.width),
+                      distortion_model=intrinsics.distortion_model,
+                      d=[float(c) for c in intrinsics.coeffs],
+                      k=intrinsics.k.ravel().tolist(), r=np.eye(3).ravel().tolist(),
+                      p=intrinsics.p.ravel().tolist())
 
 
 def diagnostic_status(name: str, level: str, message: str, values: dict[str, object],

@@ -18,7 +18,9 @@ YAML layout::
       controller: {kind: controller, parameters: {policy: random_walk}}
       recorder:   {kind: recorder}
 
-Every node gets the parameters ``robot`` and ``use_sim_time``.
+Every node gets the parameters ``robot`` and ``use_sim_time``. With ``backend: hardware``
+``kind: robot`` is ``driver_node`` (widowx, roach: ``driver`` = the robot, ``driver_options``
+= its YAML ``driver:`` section) or ``hand_driver_node`` (hand24: its ``controller``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Any
 import yaml
 
 from dexmpc_ros.core.errors import ConfigError, UnknownExperimentError
-from dexmpc_ros.core.robot_spec import available_robots, config_dir
+from dexmpc_ros.core.robot_spec import available_robots, config_dir, load_robot_spec
 from dexmpc_ros.core.yaml_io import check_type, load_yaml_mapping, optional, require
 
 BACKENDS = ('sim', 'hardware')
@@ -54,11 +56,14 @@ NODE_KINDS: dict[str, NodeKind] = {
     'fuzz': NodeKind('dexmpc_ros.ros.fuzz_node', 'fuzz_node'),
     'mpc': NodeKind('dexmpc_ros.ros.mpc_node', 'mpc_node'),
     'learner': NodeKind('dexmpc_ros.ros.learner_node', 'learner_node'),
+    'driver': NodeKind('dexmpc_ros.ros.driver_node', 'driver_node'),
+    'hand_driver': NodeKind('dexmpc_ros.ros.hand_driver_node', 'hand_driver_node'),
+    'camera': NodeKind('dexmpc_ros.ros.camera_node', 'camera_node'),
 }
 #: backend -> robot -> node kind that moves the robot.
 ROBOT_NODES: dict[str, dict[str, str]] = {
     'sim': {'widowx': 'twin', 'hand24': 'twin', 'roach': 'twin'},
-    'hardware': {},
+    'hardware': {'widowx': 'driver', 'roach': 'driver', 'hand24': 'hand_driver'},
 }
 
 
@@ -283,6 +288,8 @@ def node_descriptions(experiment: Experiment, run_dir: str | Path | None = None
             # The twin is the clock: it publishes /clock instead of following it.
             params['use_sim_time'] = False
             params['publish_clock'] = experiment.use_sim_time
+        if kind in ('driver', 'hand_driver'):
+            params.update(_driver_params(experiment.robot, kind))
         if kind == 'recorder' and run_dir is not None:
             params['output_dir'] = str(Path(run_dir) / 'bag')
         if kind == 'learner' and run_dir is not None:
@@ -293,6 +300,16 @@ def node_descriptions(experiment: Experiment, run_dir: str | Path | None = None
         descriptions.append(NodeDescription(node.name, kind, code.module, code.executable,
                                             params))
     return descriptions
+
+
+def _driver_params(robot: str, kind: str) -> dict[str, Any]:
+    """A hardware node's parameters from the robot YAML's ``driver:`` section."""
+    driver = load_robot_spec(robot).driver
+    if kind == 'hand_driver':
+        return {'controller': driver['controller']} if 'controller' in driver else {}
+    # the whole section; the driver registry maps it onto the driver's config
+    return {'driver': robot, 'driver_options': yaml.safe_dump(
+        driver, default_flow_style=True, width=1_000_000).strip()}
 
 
 def ros_params_file(descriptions: list[NodeDescription]) -> dict[str, Any]:

@@ -114,6 +114,13 @@ class Driver(abc.ABC):
     def disable(self) -> None:
         """Stop obeying commands and hold or relax safely (e.g. torque off)."""
 
+    def clear_faults(self) -> None:
+        """Clear latched device faults where the device allows (e.g. reboot a servo).
+
+        Called by a driver node's ``~/recover`` before it re-reads and re-enables; the
+        default does nothing (faults that clear themselves, or need a human).
+        """
+
     def __enter__(self):
         self.connect()
         return self

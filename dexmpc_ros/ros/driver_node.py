@@ -1,0 +1,361 @@
+"""
+Driver node: a lifecycle node around any :class:`~dexmpc_ros.robots.drivers.base.Driver`.
+
+It offers exactly the twin's robot interface (``twin_node.py``): publishes
+``joint_states`` (the twin's names and order, stamped now) and ``diagnostics``; obeys only
+``command`` (trajectory_msgs/JointTrajectory from the safety supervisor). It also publishes
+``safety/estop`` (std_msgs/Bool) when the hardware faults and serves ``~/recover``
+(std_srvs/Trigger).
+
+Lifecycle (hardware.md §7; ros2/demos lifecycle_py):
+
+* configure -> ``driver.connect()``. A DriverError is logged at ERROR with its fix hint
+  and fails the transition;
+* activate -> ``driver.enable()``, then a timer at ``rate_hz`` reads the robot and
+  publishes; commands are written only while active;
+* deactivate -> timer stopped, ``driver.disable()``; cleanup/shutdown -> ``disconnect()``.
+
+``autostart`` (default true) configures and activates at start-up, because ``dexmpc up``
+has no lifecycle manager; if that fails the process exits non-zero and its last output
+line is the driver's one-line message ("no Dynamixel bus on /dev/ttyUSB0: check the U2D2
+cable ..."). With ``autostart: false`` it waits for ``ros2 lifecycle set <node> ...``.
+
+Faults: a DriverError (HardwareFaultError, a lost port, no answer) in read() or write(), or
+a reading that lists ``faults``, makes diagnostics ERROR name the fault, publishes
+``safety/estop`` true once and holds: no further command is written until ``~/recover``
+succeeds (reconnect if needed, ``clear_faults()``, a fault-free read, ``enable()``) or the
+node is reactivated.
+The supervisor's e-stop stays latched until ``safety/reset``, as it defines. Malformed
+commands (wrong joints, length, non-finite) and stale ones (older than
+``command_age_budget_s``) are dropped and counted in diagnostics.
+
+The lifecycle helpers at the end (:func:`parse_options`, :func:`autostart`,
+:func:`run_lifecycle_node`) are shared with the hand and camera nodes.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import yaml
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from dexmpc_ros.core.errors import ConfigError, DexmpcError
+from dexmpc_ros.core.rate import RateMeter
+from dexmpc_ros.core.robot_spec import load_robot_spec
+from dexmpc_ros.robots.drivers.base import DriverError
+from dexmpc_ros.robots.drivers.registry import make_driver
+from dexmpc_ros.ros import convert
+from dexmpc_ros.ros.node_main import run_node
+from dexmpc_ros.ros.params import config_from_node, declare
+
+SUCCESS = TransitionCallbackReturn.SUCCESS
+FAILURE = TransitionCallbackReturn.FAILURE
+ERROR = TransitionCallbackReturn.ERROR
+
+
+@dataclass(frozen=True)
+class DriverNodeConfig:
+    """
+    Driver node settings.
+
+    Attributes:
+        driver: driver registry name (widowx, roach) or package.module:Class path; '' =
+            the robot's name.
+        driver_options: driver settings as a YAML mapping string (port, baudrate, ...).
+        autostart: configure and activate at start-up; false waits for ros2 lifecycle set.
+        rate_hz: read and publish rate [Hz]; 0 = the robot's control rate.
+        command_age_budget_s: commands stamped longer ago than this are stale [s].
+        future_tolerance_s: commands stamped further ahead than this are stale [s].
+    """
+
+    driver: str = ''
+    driver_options: str = '{}'
+    autostart: bool = True
+    rate_hz: float = 0.0
+    command_age_budget_s: float = 0.5
+    future_tolerance_s: float = 0.05
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.rate_hz) and self.rate_hz >= 0):
+            raise ValueError(f'rate_hz must be finite and >= 0, got {self.rate_hz}')
+        for name in ('command_age_budget_s', 'future_tolerance_s'):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f'{name} must be finite and > 0, got {value}')
+
+
+class DriverNode(LifecycleNode):
+    """Adapter: command -> Driver.write(); Driver.read() -> joint_states + diagnostics."""
+
+    def __init__(self) -> None:
+        super().__init__('driver')
+        self.spec = load_robot_spec(declare(self, 'robot', 'widowx', 'robot spec name or path'))
+        self.cfg = config_from_node(self, DriverNodeConfig)
+        options = parse_options(self.cfg.driver_options, f'node {self.get_name()}: '
+                                'driver_options')
+        self.driver = make_driver(self.cfg.driver or self.spec.name, self.spec, options)
+        self.startup_error = ''
+        self._lifecycle = 'unconfigured'
+        self._names = self.spec.command_names
+        self._period_s = 1.0 / self.cfg.rate_hz if self.cfg.rate_hz > 0 else self.spec.period_s
+        self._timer = None
+        self._active = False
+        self._fault: str | None = None
+        self._extra: dict[str, float] = {}
+        self._reads = RateMeter()
+        self._counts = dict.fromkeys(('writes', 'commands_malformed', 'commands_stale',
+                                      'commands_held', 'commands_inactive', 'read_errors',
+                                      'write_errors', 'faults'), 0)
+
+        self.pub_joints = self.create_lifecycle_publisher(JointState, 'joint_states', 10)
+        self.pub_diag = self.create_publisher(DiagnosticArray, 'diagnostics', 10)
+        self.pub_estop = self.create_publisher(Bool, 'safety/estop', 10)
+        self.create_subscription(JointTrajectory, 'command', self._on_command, 10)
+        self.create_service(Trigger, '~/recover', self._on_recover)
+        self.create_timer(1.0, self._publish_diagnostics)
+        self.get_logger().info(
+            f'{self.driver.label}: {len(self.spec.joints)} joints, '
+            f'{1.0 / self._period_s:g} Hz, autostart {self.cfg.autostart}')
+        if self.cfg.autostart:
+            autostart(self)
+
+    # Lifecycle ---------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Connect (open the port, identify the device); the robot stays passive."""
+        result = self._guard('configure', self.driver.connect)
+        if result == SUCCESS:
+            self._lifecycle = 'inactive'
+            self.get_logger().info(f'{self.driver.label} connected')
+        return result
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Enable the robot (torque on at the present position) and start the read timer."""
+        result = self._guard('activate', self.driver.enable)
+        if result != SUCCESS:
+            return result
+        self._fault = None
+        self._active = True
+        self._lifecycle = 'active'
+        self._timer = self.create_timer(self._period_s, self._tick)
+        self.get_logger().info(f'{self.driver.label} active: obeying command')
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop obeying and reading; disable the robot (a failure is logged, not fatal)."""
+        self._stop_timer()
+        self._guard('deactivate', self.driver.disable)
+        self._lifecycle = 'inactive'
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Disconnect (make the robot safe, close the port)."""
+        self._guard('cleanup', self.driver.disconnect)
+        self._lifecycle = 'unconfigured'
+        return SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Disable if active, then disconnect."""
+        self._release()
+        self._lifecycle = 'finalized'
+        return SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """An unexpected exception in a transition: release the robot, back to unconfigured."""
+        self._release()
+        self._lifecycle = 'unconfigured'
+        return SUCCESS
+
+    def _guard(self, what: str, action: Callable[[], None]) -> TransitionCallbackReturn:
+        """Run a driver call of a transition; a DriverError -> FAILURE with its message."""
+        try:
+            action()
+        except DriverError as exc:
+            self.startup_error = f'{self.get_name()}: {what} failed: {exc}'
+            self.get_logger().error(self.startup_error)
+            return FAILURE
+        except Exception as exc:  # noqa: BLE001 - rclpy would swallow it without a word
+            self.startup_error = f'{self.get_name()}: {what} failed: {type(exc).__name__}: {exc}'
+            self.get_logger().error(self.startup_error)
+            return ERROR
+        return SUCCESS
+
+    def _stop_timer(self) -> None:
+        self._active = False
+        if self._timer is not None:
+            self.destroy_timer(self._timer)
+            self._timer = None
+
+    def _release(self) -> None:
+        was_active = self._active
+        self._stop_timer()
+        if was_active:
+            self._guard('disable', self.driver.disable)
+        self._guard('disconnect', self.driver.disconnect)
+
+    # Control -----------------------------------------------------------------------------
+    def _tick(self) -> None:
+        try:
+            state = self.driver.read()
+        except DriverError as exc:
+            self._counts['read_errors'] += 1
+            self._set_fault(f'read failed: {exc}')
+            return
+        self._reads.tick()
+        self.pub_joints.publish(convert.joint_state_msg(
+            self.get_clock().now().nanoseconds, state.names, state.position, state.velocity,
+            state.effort))
+        self._extra = dict(state.extra)
+        if state.faults:
+            self._set_fault('; '.join(state.faults))
+
+    def _on_command(self, msg: JointTrajectory) -> None:
+        if not self._active:
+            self._counts['commands_inactive'] += 1
+            return
+        names, values, stamp_ns = convert.command_to_arrays(msg, self.spec.command_interface)
+        if names != self._names or values.shape != (len(self._names),) or \
+                not np.all(np.isfinite(values)):
+            self._counts['commands_malformed'] += 1
+            self.get_logger().error(f'ignoring malformed command for joints {names}',
+                                    throttle_duration_sec=1.0)
+            return
+        age_s = (self.get_clock().now().nanoseconds - stamp_ns) * 1e-9
+        if age_s > self.cfg.command_age_budget_s or age_s < -self.cfg.future_tolerance_s:
+            self._counts['commands_stale'] += 1
+            self.get_logger().warn(f'ignoring stale command ({age_s:.3f} s old)',
+                                   throttle_duration_sec=1.0)
+            return
+        if self._fault is not None:
+            self._counts['commands_held'] += 1
+            return
+        try:
+            self.driver.write(values)
+        except DriverError as exc:
+            self._counts['write_errors'] += 1
+            self._set_fault(f'write failed: {exc}')
+            return
+        self._counts['writes'] += 1
+
+    def _set_fault(self, reason: str) -> None:
+        """Enter the hold: one e-stop request and an ERROR diagnostic per fault."""
+        if self._fault is not None:
+            self.get_logger().error(f'still faulted: {reason}', throttle_duration_sec=5.0)
+            return
+        self._fault = reason
+        self._counts['faults'] += 1
+        self.get_logger().error(f'{reason}; holding (no commands written) until ~/recover, '
+                                f'e-stop requested')
+        self.pub_estop.publish(Bool(data=True))
+        self._publish_diagnostics()
+
+    def _on_recover(self, request: Trigger.Request, response: Trigger.Response
+                    ) -> Trigger.Response:
+        response.success, response.message = self._recover()
+        # one call site per severity: rclpy refuses a second severity from the same line
+        if response.success:
+            self.get_logger().info(f'~/recover: {response.message}')
+        else:
+            self.get_logger().warn(f'~/recover: {response.message}')
+        return response
+
+    def _recover(self) -> tuple[bool, str]:
+        if not self._active:
+            return False, f'node is {self._lifecycle}, not active: activate it first'
+        if self._fault is None:
+            return True, 'no fault: nothing to recover'
+        try:
+            if not self.driver.is_connected:
+                self.driver.connect()
+            self.driver.clear_faults()
+            state = self.driver.read()
+            if state.faults:
+                return False, f'still faulted: {"; ".join(state.faults)}'
+            self.driver.enable()
+        except DriverError as exc:
+            return False, f'recovery failed: {exc}'
+        old, self._fault = self._fault, None
+        self._publish_diagnostics()
+        return True, (f'recovered from "{old}": commands are written again (the safety '
+                      f'supervisor stays e-stopped until safety/reset)')
+
+    def _publish_diagnostics(self) -> None:
+        if self._fault is not None:
+            level, message = 'error', f'FAULT: {self._fault}; holding until ~/recover'
+        elif self._active:
+            level, message = 'ok', f'{self.driver.label} active'
+        else:
+            level, message = 'warn', f'{self.driver.label} {self._lifecycle}: not reading'
+        values = {'lifecycle_state': self._lifecycle, 'rate_hz': self._reads.rate_hz(),
+                  'reads': self._reads.count, **self._counts, 'fault': self._fault or '',
+                  **self._extra}
+        status = convert.diagnostic_status(self.get_name(), level, message, values,
+                                           hardware_id=self.driver.label)
+        self.pub_diag.publish(DiagnosticArray(
+            header=convert.header(self.get_clock().now().nanoseconds), status=[status]))
+
+    def destroy_node(self) -> None:
+        """Leave the robot safe: disable and disconnect whatever state the node is in."""
+        if hasattr(self, 'driver'):
+            self._release()
+        super().destroy_node()
+
+
+# Lifecycle helpers shared by the hardware nodes ---------------------------------------------
+class StartupError(DexmpcError):
+    """Autostart could not configure or activate the node; the message is the one line."""
+
+
+def parse_options(text: str, where: str) -> dict:
+    """A YAML mapping string (a ROS parameter) -> dict; ConfigError naming ``where``."""
+    try:
+        options = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f'{where} is not valid YAML: {exc}') from exc
+    if not isinstance(options, dict):
+        raise ConfigError(f'{where} must be a YAML mapping, got {options!r}')
+    return options
+
+
+def autostart(node: LifecycleNode) -> None:
+    """
+    Configure and activate ``node`` now (no lifecycle manager).
+
+    The node records its failure text in ``node.startup_error``. On failure the node is
+    destroyed (its ``destroy_node`` releases the device) and StartupError raised.
+    """
+    for transition in (node.trigger_configure, node.trigger_activate):
+        if transition() != SUCCESS:
+            message = getattr(node, 'startup_error', '') or \
+                f'{node.get_name()}: {transition.__name__} failed'
+            node.destroy_node()
+            raise StartupError(message)
+
+
+def run_lifecycle_node(factory: Callable[[], LifecycleNode], args: list[str] | None = None
+                       ) -> int:
+    """:func:`run_node`, plus exit code 1 with the one-line message when autostart fails."""
+    try:
+        return run_node(factory, args)
+    except StartupError as exc:
+        sys.stderr.write(f'{exc}\n')
+        sys.stderr.flush()
+        return 1
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run the driver node."""
+    return run_lifecycle_node(DriverNode, args)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

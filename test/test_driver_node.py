@@ -1,0 +1,386 @@
+"""
+Driver node over real DDS (the node its own process; this test is the lifecycle manager,
+the safety supervisor and a diagnostics viewer), and the driver registry.
+
+The node runs an in-memory FakeArmDriver (test/fake_arm_driver.py) loaded through the
+registry's ``module:Class`` hook. That double is acceptable here only because the node is
+generic over base.Driver and the real protocol drivers (WidowX, roach) are tested end to
+end elsewhere against wire-protocol emulators on pseudo-terminals.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+pytest.importorskip('rclpy')
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
+from lifecycle_msgs.msg import Transition  # noqa: E402
+from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
+from sensor_msgs.msg import JointState  # noqa: E402
+from std_msgs.msg import Bool  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
+from trajectory_msgs.msg import JointTrajectory  # noqa: E402
+
+from dexmpc_ros.core.errors import ConfigError  # noqa: E402
+from dexmpc_ros.core.robot_spec import load_robot_spec, parse_robot_spec  # noqa: E402
+from dexmpc_ros.robots.drivers.base import PortMissingError  # noqa: E402
+from dexmpc_ros.robots.drivers.registry import make_driver  # noqa: E402
+from dexmpc_ros.ros import convert  # noqa: E402
+from dexmpc_ros.ros.probe import GraphProbe  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_DIR = Path(__file__).resolve().parent
+FAKE = 'fake_arm_driver:FakeArmDriver'
+
+ARM_YAML = """\
+name: toyarm
+command_interface: position
+control_rate_hz: 20.0
+default_pose: {shoulder: 0.0, finger: 0.02, elbow: 0.5}
+joints:
+  - {name: shoulder, lower: -1.0, upper: 1.0, velocity: 4.0, max_step: 0.1, effort: 5.0}
+  - {name: finger, lower: 0.0, upper: 0.04, velocity: 1.0, max_step: 0.01,
+     effort: 5.0, actuated: false}
+  - {name: elbow, lower: -2.0, upper: 2.0, velocity: 1.0, max_step: 0.2, effort: 5.0}
+driver:
+  port: /dev/ttyFAKE
+"""
+JOINTS, COMMANDED = ['shoulder', 'finger', 'elbow'], ['shoulder', 'elbow']
+
+
+def start_node(tmp_path: Path, ros_env: dict, **params) -> tuple[subprocess.Popen, Path]:
+    robot = tmp_path / 'robot.yaml'
+    robot.write_text(ARM_YAML)
+    params = {'robot': str(robot), 'driver': FAKE, **params}
+    params_file = tmp_path / 'params.yaml'
+    params_file.write_text(yaml.safe_dump({'/**': {'ros__parameters': params}}))
+    env = dict(ros_env, PYTHONPATH=os.pathsep.join(
+        filter(None, [str(REPO), str(TEST_DIR), ros_env.get('PYTHONPATH')])))
+    log = tmp_path / 'driver.log'
+    proc = subprocess.Popen([sys.executable, '-m', 'dexmpc_ros.ros.driver_node', '--ros-args',
+                             '--params-file', str(params_file)], env=env, cwd=REPO,
+                            stdout=log.open('w'), stderr=subprocess.STDOUT)
+    return proc, log
+
+
+def stop(proc: subprocess.Popen) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+class Manager(GraphProbe):
+    """Lifecycle manager + supervisor: change_state, ~/recover, command; records outputs."""
+
+    def __init__(self, domain: int) -> None:
+        super().__init__(domain, {'joint_states': JointState, 'diagnostics': DiagnosticArray,
+                                  'safety/estop': Bool}, name='driver_test')
+        self.pub_command = self.node.create_publisher(JointTrajectory, 'command', 10)
+        self.change = self.node.create_client(ChangeState, '/driver/change_state')
+        self.get_state = self.node.create_client(GetState, '/driver/get_state')
+        self.recover_client = self.node.create_client(Trigger, '/driver/recover')
+
+    def _call(self, client, request, what: str):
+        self.spin_until(client.service_is_ready, 20.0, what)
+        future = client.call_async(request)
+        self.spin_until(future.done, 10.0, f'{what} response')
+        return future.result()
+
+    def transition(self, transition_id: int) -> bool:
+        return self._call(self.change, ChangeState.Request(
+            transition=Transition(id=transition_id)), 'change_state').success
+
+    def state(self) -> str:
+        return self._call(self.get_state, GetState.Request(), 'get_state').current_state.label
+
+    def recover(self) -> Trigger.Response:
+        return self._call(self.recover_client, Trigger.Request(), '~/recover')
+
+    def send(self, values, names=COMMANDED, age_s: float = 0.0) -> None:
+        stamp = self.node.get_clock().now().nanoseconds - int(age_s * 1e9)
+        self.pub_command.publish(convert.command_msg(stamp, names, np.asarray(values),
+                                                     'position'))
+
+    def latest_position(self) -> np.ndarray | None:
+        if not self.received['joint_states']:
+            return None
+        msg = self.received['joint_states'][-1][1]
+        assert list(msg.name) == JOINTS
+        return np.asarray(msg.position)
+
+    def wait_position(self, expected, what: str) -> None:
+        def reached() -> bool:
+            position = self.latest_position()
+            return position is not None and np.allclose(position, expected)
+        self.spin_until(reached, 5.0, what)
+
+    def statuses(self) -> list[DiagnosticStatus]:
+        return [s for _, m in self.received['diagnostics'] for s in m.status
+                if s.name == 'driver']
+
+    def wait_diag(self, check, what: str) -> DiagnosticStatus:
+        def found() -> bool:
+            return any(check(s) for s in self.statuses())
+        self.spin_until(found, 5.0, what)
+        return next(s for s in self.statuses() if check(s))
+
+
+def events(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_lifecycle_commands_fault_hold_and_recover(tmp_path, ros_env, ros_domain):
+    events_file, fault_file = tmp_path / 'events.txt', tmp_path / 'fault.txt'
+    options = yaml.safe_dump({'events_file': str(events_file), 'fault_file': str(fault_file)},
+                             default_flow_style=True)
+    proc, log = start_node(tmp_path, ros_env, autostart=False, driver_options=options)
+    probe = Manager(ros_domain)
+    try:
+        probe.spin_until(lambda: proc.poll() is not None or probe.get_state.service_is_ready(),
+                         20.0, 'the driver node')
+        assert proc.poll() is None, log.read_text()
+        # Unconfigured: nothing opened, nothing published.
+        assert probe.state() == 'unconfigured', log.read_text()
+        assert events(events_file) == []
+        assert probe.transition(Transition.TRANSITION_CONFIGURE)
+        assert probe.state() == 'inactive' and events(events_file) == ['connect']
+        # Inactive: a command is ignored (counted), no state is published.
+        probe.spin_until(lambda: probe.pub_command.get_subscription_count() > 0, 10.0,
+                         'command subscription')
+        probe.send([0.9, 0.9])
+        probe.wait_diag(lambda s: convert.diagnostic_values(s)['commands_inactive'] == '1',
+                        'commands_inactive counted')
+        assert probe.received['joint_states'] == []
+
+        assert probe.transition(Transition.TRANSITION_ACTIVATE)
+        assert events(events_file) == ['connect', 'enable']
+        probe.wait_position([0.0, 0.02, 0.5], 'joint_states at the default pose')
+        status = probe.wait_diag(lambda s: s.level == DiagnosticStatus.OK, 'diagnostics OK')
+        values = convert.diagnostic_values(status)
+        assert values['temperature_shoulder_degC'] == '36.5'
+
+        probe.send([0.3, -0.4])
+        probe.wait_position([0.3, 0.02, -0.4], 'the command applied')
+        # Malformed (wrong joints) and stale (2 s old) commands change nothing; counted.
+        probe.send([0.7, 0.7], names=['elbow', 'shoulder'])
+        probe.send([0.7, 0.7], age_s=2.0)
+        probe.wait_diag(lambda s: convert.diagnostic_values(s)['commands_malformed'] == '1'
+                        and convert.diagnostic_values(s)['commands_stale'] == '1',
+                        'malformed and stale commands counted')
+        assert np.allclose(probe.latest_position(), [0.3, 0.02, -0.4])
+        assert events(events_file)[2:] == ['write 0.300 -0.400']
+
+        # A hardware fault: ERROR naming it, one e-stop request, then commands are held.
+        fault_file.write_text('servo 2 (shoulder): Overheating error')
+        status = probe.wait_diag(lambda s: s.level == DiagnosticStatus.ERROR, 'fault diag')
+        assert 'Overheating' in status.message
+        probe.spin_until(lambda: probe.received['safety/estop'], 5.0, 'safety/estop')
+        probe.send([0.1, 0.1])
+        probe.wait_diag(lambda s: convert.diagnostic_values(s)['commands_held'] == '1',
+                        'held command counted')
+        assert [m.data for _, m in probe.received['safety/estop']] == [True]
+        assert not any(e.startswith('write 0.100') for e in events(events_file))
+        refused = probe.recover()
+        assert not refused.success and 'Overheating' in refused.message
+
+        fault_file.unlink()
+        answer = probe.recover()
+        assert answer.success, answer.message
+        probe.send([0.1, 0.1])
+        probe.wait_position([0.1, 0.02, 0.1], 'commands obeyed after ~/recover')
+        assert [m.data for _, m in probe.received['safety/estop']] == [True]
+
+        assert probe.transition(Transition.TRANSITION_DEACTIVATE)
+        assert probe.transition(Transition.TRANSITION_CLEANUP)
+        assert events(events_file)[-2:] == ['disable', 'disconnect']
+        assert probe.state() == 'unconfigured'
+    finally:
+        probe.close()
+        code = stop(proc)
+    assert code == 0, log.read_text()
+
+
+def test_autostart_with_absent_device_exits_with_the_hint(tmp_path, ros_env):
+    proc, log = start_node(tmp_path, ros_env, driver_options='{present: false}')
+    try:
+        code = proc.wait(timeout=20)
+    finally:
+        stop(proc)
+    output = log.read_text()
+    assert code != 0, output
+    last = output.strip().splitlines()[-1]
+    assert 'no Dynamixel bus on /dev/ttyFAKE' in last, output
+    assert 'check the U2D2 cable and permissions (dialout group)' in last, output
+
+
+def test_bad_driver_option_is_a_configuration_error(tmp_path, ros_env):
+    proc, log = start_node(tmp_path, ros_env, driver_options='{prot: /dev/x}')
+    try:
+        code = proc.wait(timeout=20)
+    finally:
+        stop(proc)
+    assert code == 2 and "unknown key 'prot'" in log.read_text(), log.read_text()
+
+
+# Registry (no ROS) ------------------------------------------------------------------------
+def toy_spec():
+    return parse_robot_spec(yaml.safe_load(ARM_YAML), 'toy.yaml')
+
+
+def test_registry_maps_options_onto_the_config_by_field_name():
+    sys.path.insert(0, str(TEST_DIR))
+    try:
+        driver = make_driver(FAKE, toy_spec(), {'port': '/dev/ttyX', 'present': False})
+        assert driver.config.port == '/dev/ttyX' and not driver.config.present
+        with pytest.raises(ConfigError, match="unknown key 'colour'.*present"):
+            make_driver(FAKE, toy_spec(), {'colour': 'red'})
+    finally:
+        sys.path.remove(str(TEST_DIR))
+    with pytest.raises(ConfigError, match="unknown driver 'ur5'.*roach, widowx"):
+        make_driver('ur5', toy_spec())
+
+
+def test_registry_takes_the_robot_yaml_driver_section_as_options(tmp_path):
+    spec = load_robot_spec('widowx')
+    port = tmp_path / 'ttyDXL'
+    options = dict(spec.driver, port=str(port), baud=57600)
+    arm = make_driver('widowx', spec, options)
+    assert (arm.config.port, arm.config.baudrate) == (str(port), 57600)
+    with pytest.raises(ConfigError, match='servo_ids.*edit the robot YAML'):
+        make_driver('widowx', spec, dict(spec.driver, servo_ids={'waist': 7}))
+    with pytest.raises(ConfigError, match='baudrate'):
+        make_driver('widowx', spec, {'baud': 12345})
+    with pytest.raises(PortMissingError, match=f'no Dynamixel bus on {port}.*U2D2 cable'):
+        arm.connect()
+    roach = make_driver('roach', load_robot_spec('roach'), {'port': '/dev/ttyR', 'retries': 0})
+    assert roach.config.port == '/dev/ttyR' and roach.config.retries == 0
+
+
+def test_widowx_driver_through_the_node_on_the_emulated_bus(tmp_path, ros_env, ros_domain):
+    """The real WidowXDriver (dynamixel_sdk) in the node, the emulated bus in this process."""
+    from dexmpc_ros.emulators.dynamixel_bus import widowx_bus_emulator
+    from dexmpc_ros.robots.drivers import dynamixel_protocol as dxl
+
+    spec = load_robot_spec('widowx')
+    bus = widowx_bus_emulator().start()
+    proc = probe = None
+    try:
+        proc, log = start_node(tmp_path, ros_env, robot='widowx', driver='widowx',
+                               driver_options=f'{{port: {bus.path}}}')
+        probe = Manager(ros_domain)
+
+        def streaming() -> bool:
+            assert proc.poll() is None, log.read_text()
+            return bool(probe.received['joint_states']) and \
+                probe.pub_command.get_subscription_count() > 0
+        probe.spin_until(streaming, 20.0, 'widowx joint_states')
+        first = probe.received['joint_states'][-1][1]
+        assert list(first.name) == spec.joint_names
+        start = np.asarray(first.position)[spec.actuated_index]
+        goal = start + np.array([0.05, 0, 0, 0, 0, 0, 0])      # waist +0.05 rad
+        index = {n: i for i, n in enumerate(spec.joint_names)}
+
+        def reached() -> bool:
+            probe.pub_command.publish(convert.command_msg(
+                probe.node.get_clock().now().nanoseconds, spec.command_names, goal,
+                'position'))
+            position = np.asarray(probe.received['joint_states'][-1][1].position)
+            return abs(position[index['waist']] - goal[0]) < 5e-3
+        probe.spin_until(reached, 5.0, 'the waist at its goal')
+        status = probe.wait_diag(lambda s: 'temperature_shoulder' in
+                                 convert.diagnostic_values(s), 'servo temperatures')
+        assert status.level == DiagnosticStatus.OK, status.message
+
+        bus.set_hardware_error(2, dxl.HardwareError.OVERLOAD)
+        status = probe.wait_diag(lambda s: s.level == DiagnosticStatus.ERROR, 'fault diag')
+        assert 'servo 2 (shoulder): overload' in status.message
+        probe.spin_until(lambda: probe.received['safety/estop'], 5.0, 'safety/estop')
+        assert [m.data for _, m in probe.received['safety/estop']] == [True]
+    finally:
+        if probe is not None:
+            probe.close()
+        if proc is not None:
+            stop(proc)
+        bus.stop()
+
+
+def test_roach_driver_through_the_node_link_loss_and_recover(tmp_path, ros_env, ros_domain):
+    """The real RoachDriver (pyserial, XBee frames) in the node, the robot's firmware here."""
+    from dexmpc_ros.emulators.pty_link import PtyLink
+    from dexmpc_ros.emulators.roach_firmware import EmulatorConfig, RoachFirmwareEmulator
+
+    spec = load_robot_spec('roach')
+    link = PtyLink(str(tmp_path / 'ttyROACH'), drop_when_full=True)
+    proc = probe = None
+    with RoachFirmwareEmulator(link, config=EmulatorConfig(command_timeout_s=0.0)) as emu:
+        try:
+            proc, log = start_node(tmp_path, ros_env, robot='roach', driver='roach',
+                                   driver_options=f'{{port: {emu.path}, link_timeout_s: 0.3}}')
+            probe = Manager(ros_domain)
+
+            def streaming() -> bool:
+                assert proc.poll() is None, log.read_text()
+                return bool(probe.received['joint_states']) and \
+                    probe.pub_command.get_subscription_count() > 0
+            probe.spin_until(streaming, 20.0, 'roach joint_states')
+
+            def legs_above(speed: float) -> bool:
+                probe.pub_command.publish(convert.command_msg(
+                    probe.node.get_clock().now().nanoseconds, spec.command_names,
+                    np.array([25.0, 25.0]), 'velocity'))
+                probe.spin_for(0.05)
+                return emu.sensors().leg_speeds.min() > speed
+            probe.spin_until(lambda: legs_above(20.0), 5.0, 'legs at 25 rad/s')
+
+            emu.lose_link(hears=True)
+            status = probe.wait_diag(lambda s: s.level == DiagnosticStatus.ERROR, 'link loss')
+            assert 'link lost' in status.message
+            probe.spin_until(lambda: probe.received['safety/estop'], 5.0, 'safety/estop')
+            emu.restore_link()
+            answer = None
+
+            def recovered() -> bool:
+                nonlocal answer
+                answer = probe.recover()
+                return answer.success
+            probe.spin_until(recovered, 5.0, '~/recover after the link is back')
+            assert 'link lost' in answer.message
+            probe.spin_until(lambda: legs_above(20.0), 5.0, 'legs obeying again')
+            assert [m.data for _, m in probe.received['safety/estop']] == [True]
+        finally:
+            if probe is not None:
+                probe.close()
+            if proc is not None:
+                stop(proc)
+
+
+@pytest.mark.e2e
+def test_dexmpc_up_on_hardware_without_the_arm_says_what_to_check(tmp_path, ros_domain):
+    port = tmp_path / 'ttyDXL'                      # no such device: the real WidowX driver
+    spec = tmp_path / 'widowx_hw.yaml'
+    spec.write_text(yaml.safe_dump({
+        'description': 'WidowX on hardware, no arm plugged in', 'robot': 'widowx',
+        'backend': 'hardware', 'duration_s': 10,
+        'nodes': {'robot': {'kind': 'robot'}, 'safety': {'kind': 'safety'}}}))
+    result = subprocess.run(
+        [sys.executable, '-m', 'dexmpc_ros.runtime.cli', 'up', str(spec), '--quiet',
+         '--output', str(tmp_path / 'run'), '--domain-id', str(ros_domain),
+         '--set', f'robot.driver_options="{{port: {port}}}"'],   # a YAML string
+        capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "node 'robot' died" in result.stderr, result.stderr
+    assert f'no Dynamixel bus on {port}: check the U2D2 cable' in result.stderr, result.stderr
