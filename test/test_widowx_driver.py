@@ -17,7 +17,9 @@ import pytest
 
 from dexmpc_ros.core.errors import ConfigError
 from dexmpc_ros.core.robot_spec import load_robot_spec
-from dexmpc_ros.emulators.dynamixel_bus import DynamixelBusEmulator, widowx_bus_emulator
+from dexmpc_ros.emulators.dynamixel_bus import (DynamixelBusEmulator, EmulatedServo,
+                                                widowx_bus_emulator)
+from dexmpc_ros.emulators.widowx_physics import widowx_servos
 from dexmpc_ros.robots.drivers import dynamixel_protocol as dxl
 from dexmpc_ros.robots.drivers.base import (DeviceNotAnsweringError, DriverError,
                                             HardwareFaultError, NotConnectedError,
@@ -214,6 +216,88 @@ def test_overheating_gripper_is_named(arm, bus):
                                                  r'range, overheating'):
         arm.read()
     assert arm.faults == ('servo 9 (gripper): input voltage out of range, overheating',)
+
+
+def test_clear_faults_reboots_the_faulted_servo_and_enable_works_again(arm, bus):
+    arm.enable()
+    track(arm, POSE, seconds=0.3)
+    bus.set_hardware_error(2, dxl.HardwareError.OVERLOAD)
+    with pytest.raises(HardwareFaultError, match=r'servo 2 \(shoulder\): overload'):
+        arm.read()
+    with pytest.raises(HardwareFaultError):
+        arm.enable()                                  # still latched: refuses
+    reboots, holding = bus.stats['reboot'], bus.servos[1].get('goal_position')
+    bus.write_log.clear()
+    arm.clear_faults()
+    assert bus.stats['reboot'] - reboots == 1         # only the faulted servo
+    assert bus.servos[2].get('hardware_error_status') == 0 and arm.faults == ()
+    # RAM reset by the reboot is restored; EEPROM (reverse flags) kept
+    assert bus.servos[2].get('profile_velocity') == 131
+    assert bus.servos[2].get('profile_acceleration') == 40
+    assert bus.servos[3].get('drive_mode') == 1 and bus.servos[2].get('drive_mode') == 0
+    # healthy servos were not touched (3 hears ID 2 as its Secondary ID) and still hold
+    assert {i for i, *_ in bus.write_log} <= {2, 3}
+    assert bus.servos[1].get('torque_enable') == 1
+    assert bus.servos[1].get('goal_position') == holding
+    assert not arm.is_enabled and bus.servos[2].get('torque_enable') == 0
+    assert arm.read().faults == ()
+    arm.enable()
+    assert all(s.get('torque_enable') == 1 for s in bus.servos.values())
+    target = POSE + np.array([-0.2, 0.1, 0.1, 0, 0, 0, 0])
+    np.testing.assert_allclose(track(arm, target).position[:7], target, atol=2e-3)
+
+
+def test_clear_faults_latched_before_connect(bus):
+    bus.set_hardware_error(7, dxl.HardwareError.MOTOR_ENCODER)
+    with WidowXDriver(WidowXDriverConfig(port=bus.path), SPEC) as arm:
+        arm.clear_faults()
+        arm.enable()
+        assert arm.read().faults == () and arm.faults == ()
+
+
+class StaysOverheated(EmulatedServo):
+    """A servo still too hot after its reboot: the error comes straight back."""
+
+    def reboot(self, now: float, duration: float) -> None:
+        super().reboot(now, duration)
+        self.set('hardware_error_status', dxl.HardwareError.OVERHEATING)
+
+
+def test_clear_faults_names_a_fault_that_outlasts_the_reboot():
+    servos = widowx_servos()
+    hot = StaysOverheated(9, dxl.XL430_W250)
+    hot.mem[:] = servos[8].mem
+    with DynamixelBusEmulator(servos[:8] + [hot]) as bus:
+        with WidowXDriver(WidowXDriverConfig(port=bus.path), SPEC) as arm:
+            arm.enable()
+            bus.set_hardware_error(9, dxl.HardwareError.OVERHEATING)
+            with pytest.raises(HardwareFaultError) as info:
+                arm.clear_faults()
+            assert 'persists after reboot: servo 9 (gripper): overheating' in str(info.value)
+            assert 'cool' in str(info.value) and bus.stats['reboot'] == 1
+            assert arm.faults == ('servo 9 (gripper): overheating',)
+            with pytest.raises(HardwareFaultError, match='gripper'):
+                arm.enable()
+
+
+def test_clear_faults_without_a_fault_reboots_nothing(arm, bus):
+    arm.enable()
+    arm.clear_faults()
+    assert bus.stats['reboot'] == 0 and arm.is_enabled
+    with pytest.raises(NotConnectedError):
+        WidowXDriver(WidowXDriverConfig(port=bus.path), SPEC).clear_faults()
+
+
+def test_servo_that_stays_deaf_after_reboot_is_named(bus):
+    bus.reboot_s = 5.0
+    config = WidowXDriverConfig(port=bus.path, reboot_timeout_s=0.1)
+    with WidowXDriver(config, SPEC) as arm:
+        bus.set_hardware_error(4, dxl.HardwareError.ELECTRICAL_SHOCK)
+        start = time.monotonic()
+        with pytest.raises(DeviceNotAnsweringError,
+                           match=r'servo 4 \(elbow\) did not answer within 0.1 s'):
+            arm.clear_faults()
+        assert time.monotonic() - start < 1.0
 
 
 def test_no_reply_retries_a_bounded_number_of_times(arm, bus):

@@ -98,22 +98,29 @@ class DynamixelClient:
                            check_alert=check_alert)
         return dxl.to_signed(value, item.size) if item.signed else value
 
-    def write(self, dxl_id: int, name: str, value: int) -> None:
-        """Write register ``name`` of one servo and wait for its status."""
+    def write(self, dxl_id: int, name: str, value: int, check_alert: bool = True) -> None:
+        """Write register ``name`` of one servo and wait for its status.
+
+        ``check_alert=False`` skips ``on_alert`` (e.g. while clearing a fault).
+        """
         item = _X[name]
         fn = {1: self.packet.write1ByteTxRx, 2: self.packet.write2ByteTxRx,
               4: self.packet.write4ByteTxRx}[item.size]
         self._txrx(f'a write of {name}={value}', dxl_id, fn, item.address,
-                   value & ((1 << 8 * item.size) - 1))
+                   value & ((1 << 8 * item.size) - 1), check_alert=check_alert)
 
     def reboot(self, dxl_id: int) -> None:
         """Send REBOOT (the servo answers, then restarts and is deaf for a moment)."""
         self._txrx('reboot', dxl_id, self.packet.reboot, check_alert=False)
 
     # Group transactions ----------------------------------------------------------------
-    def sync_read(self, address: int, length: int, ids: list[int]) -> dict[int, bytes]:
+    def sync_read(self, address: int, length: int, ids: list[int],
+                  check_alert: bool = True) -> dict[int, bytes]:
         """
         ``length`` bytes at ``address`` of every servo in ``ids``: {id: data}.
+
+        Servos whose status had the Alert bit go to ``on_alert`` unless ``check_alert``
+        is False (reading Hardware Error Status to clear it).
 
         Uses the SDK's syncReadTx + readRx rather than GroupSyncRead, which drops each
         status packet's ERR byte (and with it the Alert bit).
@@ -141,7 +148,7 @@ class DynamixelClient:
                 if error & dxl.STATUS_ALERT:
                     alerts.append(dxl_id)
             else:
-                if alerts and self.on_alert is not None:
+                if alerts and check_alert and self.on_alert is not None:
                     self.on_alert(alerts)
                 return out
         raise DeviceNotAnsweringError(

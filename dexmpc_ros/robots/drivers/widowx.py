@@ -15,9 +15,11 @@ must be off) and the motion profile. ``read()`` is one sync read of present curr
 velocity and position (addresses 126-135) of all nine servos; every
 ``slow_read_divider``-th call also reads voltage, temperature and Hardware Error Status.
 Each servo's status ERR byte is checked: the Alert bit raises :class:`HardwareFaultError`
-naming the fault (the servo shuts its torque off itself); :meth:`reboot` clears it. A
-fault already latched at connect() is only recorded in ``faults`` (and logged), so the
-driver connects and ``reboot()`` can clear it; read() and enable() then raise.
+naming the fault (the servo shuts its torque off itself); :meth:`clear_faults` reboots
+the faulted servos, restores what the reboot reset and checks the fault is gone
+(:meth:`reboot` does one servo unchecked). A fault already latched at connect() is only
+recorded in ``faults`` (and logged), so the driver connects and can clear it; read() and
+enable() raise until then.
 
 Communication errors (no reply, CRC, partial packet) are retried ``retries`` times, then
 raise :class:`DeviceNotAnsweringError`; a vanished port (cable pulled) raises
@@ -218,22 +220,30 @@ class WidowXDriver(Driver):
                     'in config/robots/widowx.yaml (Dynamixel Wizard shows them)')
 
     def _configure(self) -> None:
-        cfg = self.config
         for servo in self.servos:
-            mode_name = cfg.gripper_operating_mode if servo.name == 'gripper' \
-                else cfg.operating_mode
-            drive = (dxl.DRIVE_MODE_REVERSE if servo.reverse else 0) | (
-                dxl.DRIVE_MODE_TIME_PROFILE if cfg.time_profile else 0)
-            self.bus.write(servo.id, 'torque_enable', 0)
-            for name, value in (('operating_mode', dxl.OPERATING_MODES[mode_name]),
-                                ('drive_mode', drive)):
-                if self.bus.read(servo.id, name) != value:     # EEPROM: write only on change
-                    self.bus.write(servo.id, name, value)
-            self._write_profile(servo)
+            self._configure_servo(servo)
 
-    def _write_profile(self, servo: Servo) -> None:
-        self.bus.write(servo.id, 'profile_acceleration', self.config.profile_acceleration)
-        self.bus.write(servo.id, 'profile_velocity', self.config.profile_velocity)
+    def _configure_servo(self, servo: Servo, check_alert: bool = True) -> None:
+        """Torque off, operating + drive mode (EEPROM: written only on change), profile.
+
+        A reboot keeps the EEPROM modes but resets the RAM profile to 0 (= unlimited), so
+        this is also what a rebooted servo needs (``check_alert=False`` there: a fault that
+        survived the reboot is reported by :meth:`clear_faults`, not by a write).
+        """
+        cfg, bus = self.config, self.bus
+        mode_name = cfg.gripper_operating_mode if servo.name == 'gripper' \
+            else cfg.operating_mode
+        drive = (dxl.DRIVE_MODE_REVERSE if servo.reverse else 0) | (
+            dxl.DRIVE_MODE_TIME_PROFILE if cfg.time_profile else 0)
+        bus.write(servo.id, 'torque_enable', 0, check_alert=check_alert)
+        for name, value in (('operating_mode', dxl.OPERATING_MODES[mode_name]),
+                            ('drive_mode', drive)):
+            if bus.read(servo.id, name, check_alert=check_alert) != value:
+                bus.write(servo.id, name, value, check_alert=check_alert)
+        # Drive Mode first: it decides whether the profile values are velocities or times.
+        bus.write(servo.id, 'profile_acceleration', cfg.profile_acceleration,
+                  check_alert=check_alert)
+        bus.write(servo.id, 'profile_velocity', cfg.profile_velocity, check_alert=check_alert)
 
     # Enable / disable ------------------------------------------------------------------
     def enable(self) -> None:
@@ -258,25 +268,81 @@ class WidowXDriver(Driver):
         """
         Reboot one servo (by motor name or ID): clears its Hardware Error Status.
 
-        Waits until it answers again, restores its motion profile and leaves its torque
-        off; call :meth:`enable` to resume.
+        Waits until it answers a ping again (``reboot_timeout_s``), restores what the
+        reboot reset (see :meth:`clear_faults`) and leaves its torque off; call
+        :meth:`enable` to resume.
+
+        Raises:
+            DeviceNotAnsweringError: the servo did not come back within the timeout.
         """
         self._require_connected()
         target = self._servo(servo)
-        self.bus.reboot(target.id)
+        self._reboot([target])
+        self.faults = tuple(f for f in self.faults if not f.startswith(f'servo {target.id} ('))
+
+    def clear_faults(self) -> None:
+        """
+        Reboot every servo whose Hardware Error Status is non-zero, then check it cleared.
+
+        A Protocol 2.0 REBOOT clears the error, switches torque off and resets the RAM
+        registers (addresses 64+) to their defaults: torque enable, goal position, profile
+        acceleration/velocity (to 0 = unlimited: re-written here), LED, gains. The EEPROM
+        (0-63: operating mode, drive mode, Secondary ID, limits) survives; it is verified
+        anyway. Healthy servos are left alone (they keep holding). The driver is left
+        disabled: call :meth:`enable` (goal := present, torque on) to resume.
+
+        Raises:
+            HardwareFaultError: a servo still reports a hardware error after its reboot
+                (named in the message): the cause persists (heat, supply, a stuck load).
+            DeviceNotAnsweringError: a rebooted servo did not answer within
+                ``reboot_timeout_s``, or the bus did not answer the status read.
+        """
+        self._require_connected()
+        bits = self._error_bits()
+        bad = [self._by_id[i] for i, b in bits.items() if b]
+        if not bad:
+            self.faults = ()
+            return
+        log.warning('%s: clearing faults by reboot: %s', self.label,
+                    '; '.join(_describe(self._by_id[i], b) for i, b in bits.items() if b))
+        self._reboot(bad)
+        still = {i: b for i, b in self._error_bits().items() if b}
+        self.faults = tuple(_describe(self._by_id[i], b) for i, b in still.items())
+        if still:
+            raise HardwareFaultError(
+                f'{self.label}: hardware fault persists after reboot: {"; ".join(self.faults)}',
+                'the cause is still there: remove the load, let the servo cool, check the '
+                '12 V supply and the servo\'s cable, then call recover again')
+        log.info('%s: faults cleared (rebooted %s); torque off until enable()', self.label,
+                 ', '.join(f'{s.id} {s.name}' for s in bad))
+
+    def _reboot(self, servos: list[Servo]) -> None:
+        """REBOOT ``servos``, wait until each answers a ping, re-apply their settings."""
         self._enabled = False
+        for servo in servos:
+            self.bus.reboot(servo.id)
         deadline = time.monotonic() + self.config.reboot_timeout_s
-        while True:
-            time.sleep(0.01)
-            try:
-                self.bus.ping(target.id, check_alert=False)
-                break
-            except DeviceNotAnsweringError:
-                if time.monotonic() > deadline:
-                    raise
-        self._write_profile(target)
-        self.faults = ()
-        log.info('%s: servo %d (%s) rebooted', self.label, target.id, target.name)
+        for servo in servos:
+            while True:
+                time.sleep(0.01)          # a rebooting servo is deaf for a while
+                try:
+                    self.bus.ping(servo.id, check_alert=False)
+                    break
+                except DeviceNotAnsweringError as exc:
+                    if time.monotonic() > deadline:
+                        raise DeviceNotAnsweringError(
+                            f'{self.label}: servo {servo.id} ({servo.name}) did not answer '
+                            f'within {self.config.reboot_timeout_s} s of its reboot',
+                            HINT_BUS) from exc
+            self._configure_servo(servo, check_alert=False)
+            log.info('%s: servo %d (%s) rebooted', self.label, servo.id, servo.name)
+        self._reads = 0               # next read() refreshes voltage/temperature/errors
+
+    def _error_bits(self) -> dict[int, int]:
+        """Hardware Error Status of every servo, {id: bits}, without raising on alerts."""
+        raw = self.bus.sync_read(_X['hardware_error_status'].address, 1, self._ids,
+                                 check_alert=False)
+        return {i: data[0] for i, data in raw.items()}
 
     # Read / write ----------------------------------------------------------------------
     def read(self) -> DriverState:
@@ -369,9 +435,7 @@ class WidowXDriver(Driver):
         if bits is None:
             bits = {i: self.bus.read(i, 'hardware_error_status', check_alert=False)
                     for i in ids}
-        self.faults = tuple(
-            f'servo {i} ({self._by_id[i].name}): {", ".join(dxl.decode_hardware_error(b))}'
-            for i, b in bits.items() if b)
+        self.faults = tuple(_describe(self._by_id[i], b) for i, b in bits.items() if b)
         self._enabled = False
         if self._connecting:     # connect anyway, so that reboot() can clear it
             log.warning('%s: hardware fault at connect: %s', self.label, '; '.join(self.faults))
@@ -379,7 +443,8 @@ class WidowXDriver(Driver):
         raise HardwareFaultError(
             f'{self.label}: hardware fault: {"; ".join(self.faults) or "alert bit set"}',
             'the servo switched its torque off; remove the load or let it cool, check the '
-            'supply, then reboot it (driver.reboot(name)) and enable() again')
+            'supply, then reboot it: driver.clear_faults() (the driver node\'s ~/recover '
+            'service), then enable() again')
 
     def _servo(self, key: str | int) -> Servo:
         for servo in self.servos:
@@ -392,6 +457,11 @@ class WidowXDriver(Driver):
 def _field(data: bytes, address: int, size: int, start: int = _STATE[0]) -> int:
     """Signed register ``address`` out of a sync-read block that began at ``start``."""
     return dxl.from_bytes(data[address - start:address - start + size], signed=True)
+
+
+def _describe(servo: Servo, bits: int) -> str:
+    """'servo 2 (shoulder): overload' from a Hardware Error Status byte."""
+    return f'servo {servo.id} ({servo.name}): {", ".join(dxl.decode_hardware_error(bits))}'
 
 
 def _model_name(model: int) -> str:
