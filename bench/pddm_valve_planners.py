@@ -68,7 +68,7 @@ def run_planner(name: str, args: argparse.Namespace) -> list[dict]:
     planner = make_planner(name, env.action_dim, args.samples, args.horizon, args.seed)
     loop = LoopConfig(explore_episodes=args.explore, iterations=args.iterations,
                       episodes_per_iteration=args.per_iteration, episode_steps=40,
-                      seed=args.seed, threads=1)
+                      seed=args.seed, threads=1, action_noise=args.action_noise)
     model = DynamicsConfig(ensemble_size=3, hidden=(250, 250), epochs=40, threads=1,
                            seed=args.seed)
     start = time.perf_counter()
@@ -139,6 +139,9 @@ def main() -> int:
     parser.add_argument('--horizon', type=int, default=7, help='H')
     parser.add_argument('--final', type=int, default=20,
                         help='final success = over the last this many MPC episodes')
+    parser.add_argument('--action-noise', type=float, default=0.0,
+                        help='exploration noise std on executed actions, every planner '
+                             '(hand_pddm_valve_sim uses 0.3)')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--out', type=Path, default=None)
     args = parser.parse_args()
@@ -166,7 +169,8 @@ def main() -> int:
     figures = {'bench': 'pddm_valve_planners', 'out': str(out),
                'settings': {'samples': args.samples, 'horizon': args.horizon,
                             'explore': args.explore, 'iterations': args.iterations,
-                            'per_iteration': args.per_iteration, 'seed': args.seed},
+                            'per_iteration': args.per_iteration, 'seed': args.seed,
+                            'action_noise': args.action_noise},
                'summaries': summaries}
     if 'mppi' in by_name and 'random_shooting' in by_name:
         figures['mppi_minus_random_shooting'] = (by_name['mppi']['final_success']
