@@ -220,7 +220,12 @@ class CameraNode(LifecycleNode):
                 self._stop.wait(RETRY_PAUSE_S)
                 continue
             self._last_error = ''
-            self._publish(frames)
+            try:
+                self._publish(frames)
+            except Exception:  # noqa: BLE001 - rclpy raises RCLError once shut down
+                if not self.context.ok():
+                    break  # Ctrl-C shut the context down before destroy_node stopped us
+                raise
 
     def _publish(self, frames: CameraFrames) -> None:
         age_ns = int((time.monotonic() - frames.stamp) * 1e9)
