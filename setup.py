@@ -94,6 +94,7 @@ setup(
             'driver_node = dexmpc_ros.ros.driver_node:main',
             'hand_driver_node = dexmpc_ros.ros.hand_driver_node:main',
             'camera_node = dexmpc_ros.ros.camera_node:main',
+            'hil_world_node = dexmpc_ros.ros.hil_world_node:main',
         ],
     },
 )

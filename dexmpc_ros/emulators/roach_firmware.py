@@ -165,6 +165,17 @@ class TwinBody:
         """Crank speed setpoints (2,) [rad/s], applied at the next twin step."""
         self._command = np.asarray(omega, dtype=np.float64).copy()
 
+    def reset(self, seed: int | None = None) -> None:
+        """
+        ``twin.reset(seed)`` (a new episode), and restart the accelerometer's history.
+
+        The leg setpoints stay: the firmware keeps running its PID loops.
+        """
+        self.twin.reset(seed)
+        self._pending = 0.0
+        self._accel = np.array([0.0, 0.0, GRAVITY])
+        self._v_world = self._world_velocity()
+
     def advance(self, dt: float) -> None:
         """Step the twin once per elapsed twin period (zero-order hold in between)."""
         self._pending += dt

@@ -9,8 +9,9 @@ It offers exactly the twin's robot interface (``twin_node.py``): publishes
 
 Lifecycle (hardware.md §7; ros2/demos lifecycle_py):
 
-* configure -> ``driver.connect()``. A DriverError is logged at ERROR with its fix hint
-  and fails the transition;
+* configure -> ``driver.connect()``; a missing port is retried for ``connect_wait_s``
+  (it may appear late). A DriverError is logged at ERROR with its fix hint and fails
+  the transition;
 * activate -> ``driver.enable()``, then a timer at ``rate_hz`` reads the robot and
   publishes; commands are written only while active;
 * deactivate -> timer stopped, ``driver.disable()``; cleanup/shutdown -> ``disconnect()``.
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -52,7 +54,7 @@ from trajectory_msgs.msg import JointTrajectory
 from dexmpc_ros.core.errors import ConfigError, DexmpcError
 from dexmpc_ros.core.rate import RateMeter
 from dexmpc_ros.core.robot_spec import load_robot_spec
-from dexmpc_ros.robots.drivers.base import DriverError
+from dexmpc_ros.robots.drivers.base import DriverError, PortMissingError
 from dexmpc_ros.robots.drivers.registry import make_driver
 from dexmpc_ros.ros import convert
 from dexmpc_ros.ros.node_main import run_node
@@ -61,6 +63,7 @@ from dexmpc_ros.ros.params import config_from_node, declare
 SUCCESS = TransitionCallbackReturn.SUCCESS
 FAILURE = TransitionCallbackReturn.FAILURE
 ERROR = TransitionCallbackReturn.ERROR
+CONNECT_RETRY_S = 0.2      # poll period of a missing port during connect_wait_s [s]
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,8 @@ class DriverNodeConfig:
         rate_hz: read and publish rate [Hz]; 0 = the robot's control rate.
         command_age_budget_s: commands stamped longer ago than this are stale [s].
         future_tolerance_s: commands stamped further ahead than this are stale [s].
+        connect_wait_s: configure retries a missing port (PortMissingError) for this long
+            before failing [s]: a udev symlink, or an emulator still starting, appears late.
     """
 
     driver: str = ''
@@ -84,10 +89,14 @@ class DriverNodeConfig:
     rate_hz: float = 0.0
     command_age_budget_s: float = 0.5
     future_tolerance_s: float = 0.05
+    connect_wait_s: float = 3.0
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.rate_hz) and self.rate_hz >= 0):
             raise ValueError(f'rate_hz must be finite and >= 0, got {self.rate_hz}')
+        if not (math.isfinite(self.connect_wait_s) and self.connect_wait_s >= 0):
+            raise ValueError(f'connect_wait_s must be finite and >= 0, got '
+                             f'{self.connect_wait_s}')
         for name in ('command_age_budget_s', 'future_tolerance_s'):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
@@ -132,7 +141,7 @@ class DriverNode(LifecycleNode):
     # Lifecycle ---------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Connect (open the port, identify the device); the robot stays passive."""
-        result = self._guard('configure', self.driver.connect)
+        result = self._guard('configure', self._connect)
         if result == SUCCESS:
             self._lifecycle = 'inactive'
             self.get_logger().info(f'{self.driver.label} connected')
@@ -188,6 +197,21 @@ class DriverNode(LifecycleNode):
             self.get_logger().error(self.startup_error)
             return ERROR
         return SUCCESS
+
+    def _connect(self) -> None:
+        """driver.connect(), retrying a missing port for up to ``connect_wait_s``."""
+        deadline = time.monotonic() + self.cfg.connect_wait_s
+        while True:
+            try:
+                self.driver.connect()
+                return
+            except PortMissingError as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                self.get_logger().info(f'{exc.args[0]}: waiting up to '
+                                       f'{self.cfg.connect_wait_s:g} s for it to appear',
+                                       once=True)
+                time.sleep(CONNECT_RETRY_S)
 
     def _stop_timer(self) -> None:
         self._active = False

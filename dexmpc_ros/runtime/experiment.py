@@ -9,7 +9,7 @@ YAML layout::
 
     description: one line shown by `dexmpc list`
     robot: hand24                  # config/robots/<robot>.yaml
-    backend: sim                   # sim (MuJoCo twin) | hardware (driver)
+    backend: sim                   # sim (MuJoCo twin) | hardware (driver) | hil
     duration_s: 30                 # default run length; `--duration` overrides
     use_sim_time: false            # true: the twin publishes /clock, everyone follows it
     nodes:
@@ -21,11 +21,19 @@ YAML layout::
 Every node gets the parameters ``robot`` and ``use_sim_time``. With ``backend: hardware``
 ``kind: robot`` is ``driver_node`` (widowx, roach: ``driver`` = the robot, ``driver_options``
 = its YAML ``driver:`` section) or ``hand_driver_node`` (hand24: its ``controller``).
+
+``backend: hil`` (hardware in the loop, widowx and roach) runs the hardware path against
+an emulated robot: ``kind: robot`` is ``driver_node`` as on hardware, and the spec must
+have one ``kind: hil_world`` node (``hil_world_node``: the twin behind the robot's
+wire-protocol emulator). Both get the same port, ``<run>/dev/<name of the robot YAML's
+port>`` (a temporary folder without a run folder); the driver waits up to
+:data:`HIL_CONNECT_WAIT_S` for the world to create it.
 """
 
 from __future__ import annotations
 
 import copy
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +44,9 @@ from dexmpc_ros.core.errors import ConfigError, UnknownExperimentError
 from dexmpc_ros.core.robot_spec import available_robots, config_dir, load_robot_spec
 from dexmpc_ros.core.yaml_io import check_type, load_yaml_mapping, optional, require
 
-BACKENDS = ('sim', 'hardware')
+BACKENDS = ('sim', 'hardware', 'hil')
+#: how long a hil driver waits for the world node's port [s] (both start together)
+HIL_CONNECT_WAIT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -59,11 +69,13 @@ NODE_KINDS: dict[str, NodeKind] = {
     'driver': NodeKind('dexmpc_ros.ros.driver_node', 'driver_node'),
     'hand_driver': NodeKind('dexmpc_ros.ros.hand_driver_node', 'hand_driver_node'),
     'camera': NodeKind('dexmpc_ros.ros.camera_node', 'camera_node'),
+    'hil_world': NodeKind('dexmpc_ros.ros.hil_world_node', 'hil_world_node'),
 }
 #: backend -> robot -> node kind that moves the robot.
 ROBOT_NODES: dict[str, dict[str, str]] = {
     'sim': {'widowx': 'twin', 'hand24': 'twin', 'roach': 'twin'},
     'hardware': {'widowx': 'driver', 'roach': 'driver', 'hand24': 'hand_driver'},
+    'hil': {'widowx': 'driver', 'roach': 'driver'},
 }
 
 
@@ -225,6 +237,11 @@ def parse_experiment(data: dict[str, Any], name: str, source: str) -> Experiment
         nodes.append(NodeSpec(str(node_name), kind, params))
     if not any(n.kind == 'robot' for n in nodes):
         raise ConfigError(f'{source}: nodes: no node of kind "robot" (the twin or driver)')
+    worlds = sum(n.kind == 'hil_world' for n in nodes)
+    if (backend == 'hil') != (worlds == 1):
+        raise ConfigError(f'{source}: nodes: backend hil needs exactly one node of kind '
+                          f'"hil_world" and other backends none; got {worlds} with backend '
+                          f'{backend!r}')
     return Experiment(
         name=name, description=optional(data, 'description', str, where, ''),
         robot=robot, backend=backend, duration_s=duration,
@@ -281,6 +298,7 @@ def node_descriptions(experiment: Experiment, run_dir: str | Path | None = None
             parameters as given in the spec (launch users pass them).
     """
     descriptions = []
+    port = _hil_port(experiment.robot, run_dir) if experiment.backend == 'hil' else None
     for node in experiment.nodes:
         kind = resolve_kind(experiment, node)
         params = {'robot': experiment.robot, 'use_sim_time': experiment.use_sim_time}
@@ -289,7 +307,9 @@ def node_descriptions(experiment: Experiment, run_dir: str | Path | None = None
             params['use_sim_time'] = False
             params['publish_clock'] = experiment.use_sim_time
         if kind in ('driver', 'hand_driver'):
-            params.update(_driver_params(experiment.robot, kind))
+            params.update(_driver_params(experiment.robot, kind, port))
+        if kind == 'hil_world':
+            params['port'] = port
         if kind == 'recorder' and run_dir is not None:
             params['output_dir'] = str(Path(run_dir) / 'bag')
         if kind == 'learner' and run_dir is not None:
@@ -302,14 +322,30 @@ def node_descriptions(experiment: Experiment, run_dir: str | Path | None = None
     return descriptions
 
 
-def _driver_params(robot: str, kind: str) -> dict[str, Any]:
-    """A hardware node's parameters from the robot YAML's ``driver:`` section."""
-    driver = load_robot_spec(robot).driver
+def _driver_params(robot: str, kind: str, port: str | None = None) -> dict[str, Any]:
+    """A hardware node's parameters from the robot YAML's ``driver:`` section.
+
+    ``port`` (backend hil): the emulated port replaces the YAML's, and the driver waits
+    for it to appear.
+    """
+    driver = dict(load_robot_spec(robot).driver)
     if kind == 'hand_driver':
         return {'controller': driver['controller']} if 'controller' in driver else {}
+    extra: dict[str, Any] = {}
+    if port is not None:
+        driver['port'] = port
+        extra['connect_wait_s'] = HIL_CONNECT_WAIT_S
     # the whole section; the driver registry maps it onto the driver's config
     return {'driver': robot, 'driver_options': yaml.safe_dump(
-        driver, default_flow_style=True, width=1_000_000).strip()}
+        driver, default_flow_style=True, width=1_000_000).strip(), **extra}
+
+
+def _hil_port(robot: str, run_dir: str | Path | None) -> str:
+    """The emulated port of a hil run: ``<run_dir>/dev/<name of the robot's port>``."""
+    name = Path(str(load_robot_spec(robot).driver.get('port', 'ttyEMU0'))).name
+    root = Path(run_dir).absolute() if run_dir is not None else \
+        Path(tempfile.gettempdir()) / f'dexmpc-hil-{robot}'
+    return str(root / 'dev' / name)
 
 
 def ros_params_file(descriptions: list[NodeDescription]) -> dict[str, Any]:

@@ -39,8 +39,9 @@ from dexmpc_ros.runtime.ros_env import ros_environment
 
 log = logging.getLogger(__name__)
 
-#: node kinds stopped last, in this order, so they capture everything the others did
-STOP_LAST = ('twin', 'recorder')
+#: node kinds stopped last, in this order, so they capture everything the others did (the
+#: hil world after the driver, which still talks to its emulator while it stops)
+STOP_LAST = ('twin', 'hil_world', 'recorder')
 STATUS_MODULE = 'dexmpc_ros.ros.status_node'
 
 
@@ -151,7 +152,7 @@ class ExperimentRunner:
         return '\n'.join(text.splitlines()[-lines:])
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """SIGINT controllers first, then the twin, then the recorder; SIGKILL stragglers."""
+        """SIGINT controllers first, then twin / hil world, then recorder; SIGKILL stragglers."""
         order = {kind: i + 1 for i, kind in enumerate(STOP_LAST)}
         groups: dict[int, list[str]] = {}
         for desc in self.descriptions:
