@@ -66,6 +66,20 @@ def test_odometry_round_trip():
         np.testing.assert_allclose(got, want)
 
 
+def test_imu_message_has_no_orientation_and_round_trips_the_rate():
+    msg = convert.imu_msg(1_500_000_007, np.array([0.1, -0.2, 0.3]), [0.0, 0.5, 9.81],
+                          angular_velocity_variance=1e-4)
+    angular, stamp = convert.imu_angular_velocity(msg)
+    assert stamp == 1_500_000_007 and np.allclose(angular, [0.1, -0.2, 0.3])
+    assert msg.header.frame_id == 'base_link'
+    assert (msg.linear_acceleration.y, msg.linear_acceleration.z) == (0.5, 9.81)
+    assert msg.orientation_covariance[0] == -1.0                  # REP-145: no orientation
+    assert np.allclose(np.reshape(msg.angular_velocity_covariance, (3, 3)), np.eye(3) * 1e-4)
+    assert not np.any(msg.linear_acceleration_covariance)         # all zeros: unknown
+    with pytest.raises(ValueError):
+        convert.imu_msg(0, [1.0, 2.0], [0.0, 0.0, 9.81])
+
+
 def test_image_round_trip():
     rgb = np.random.default_rng(0).integers(0, 255, (4, 6, 3), dtype=np.uint8)
     msg = convert.image_msg(9, rgb)

@@ -25,7 +25,7 @@ pytest.importorskip('rclpy')
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from lifecycle_msgs.msg import Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
-from sensor_msgs.msg import JointState  # noqa: E402
+from sensor_msgs.msg import Imu, JointState  # noqa: E402
 from std_msgs.msg import Bool  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
@@ -88,7 +88,7 @@ class Manager(GraphProbe):
 
     def __init__(self, domain: int) -> None:
         super().__init__(domain, {'joint_states': JointState, 'diagnostics': DiagnosticArray,
-                                  'safety/estop': Bool}, name='driver_test')
+                                  'safety/estop': Bool, 'imu': Imu}, name='driver_test')
         self.pub_command = self.node.create_publisher(JointTrajectory, 'command', 10)
         self.change = self.node.create_client(ChangeState, '/driver/change_state')
         self.get_state = self.node.create_client(GetState, '/driver/get_state')
@@ -346,9 +346,16 @@ def test_roach_driver_through_the_node_link_loss_and_recover(tmp_path, ros_env, 
                 return emu.sensors().leg_speeds.min() > speed
             probe.spin_until(lambda: legs_above(20.0), 5.0, 'legs at 25 rad/s')
 
+            assert probe.received['imu'], 'no imu from a healthy roach'
             emu.lose_link(hears=True)
             status = probe.wait_diag(lambda s: s.level == DiagnosticStatus.ERROR, 'link loss')
             assert 'link lost' in status.message
+            # a faulted reading (the last gyro, not a measurement) publishes no imu
+            probe.spin_for(0.15)
+            imu_before, joints_before = (len(probe.received[t]) for t in ('imu', 'joint_states'))
+            probe.spin_for(0.5)                           # 5 control periods
+            assert len(probe.received['joint_states']) >= joints_before + 3
+            assert len(probe.received['imu']) == imu_before
             probe.spin_until(lambda: probe.received['safety/estop'], 5.0, 'safety/estop')
             emu.restore_link()
             answer = None
@@ -366,6 +373,73 @@ def test_roach_driver_through_the_node_link_loss_and_recover(tmp_path, ros_env, 
                 probe.close()
             if proc is not None:
                 stop(proc)
+
+
+def start_safety(tmp_path: Path, ros_env: dict, **params) -> tuple[subprocess.Popen, Path]:
+    """The safety node (its own process) with ``params``."""
+    params_file = tmp_path / 'safety_params.yaml'
+    params_file.write_text(yaml.safe_dump({'/**': {'ros__parameters': params}}))
+    log = tmp_path / 'safety.log'
+    proc = subprocess.Popen([sys.executable, '-m', 'dexmpc_ros.ros.safety_node', '--ros-args',
+                             '--params-file', str(params_file)], env=ros_env, cwd=REPO,
+                            stdout=log.open('w'), stderr=subprocess.STDOUT)
+    return proc, log
+
+
+def test_roach_imu_gives_the_supervisor_its_body_rate(tmp_path, ros_env, ros_domain):
+    """backend hardware: driver imu at the control rate -> the supervisor passes commands."""
+    from dexmpc_ros.emulators.pty_link import PtyLink
+    from dexmpc_ros.emulators.roach_firmware import RoachFirmwareEmulator
+    from dexmpc_ros.ros.probe import GraphProbe
+
+    spec = load_robot_spec('roach')
+    link = PtyLink(str(tmp_path / 'ttyROACH'), drop_when_full=True)
+    procs = []
+    probe = None
+    with RoachFirmwareEmulator(link) as emu:
+        try:
+            procs.append(start_node(tmp_path, ros_env, robot='roach', driver='roach',
+                                    driver_options=f'{{port: {emu.path}}}'))
+            procs.append(start_safety(tmp_path, ros_env, robot='roach', auto_arm=True))
+            probe = GraphProbe(ros_domain, {'joint_states': JointState, 'imu': Imu,
+                                            'command': JointTrajectory}, name='imu_test')
+
+            def alive() -> None:
+                for proc, log in procs:
+                    assert proc.poll() is None, log.read_text()
+            probe.spin_until(lambda: alive() or len(probe.received['imu']) >= 21, 20.0,
+                             '21 imu messages')
+            imu = [m for _, m in probe.received['imu']]
+            t_ns = np.array([t for t, _ in probe.received['imu']], dtype=np.int64)
+            rate_hz = (len(t_ns) - 1) / ((t_ns[-1] - t_ns[0]) * 1e-9)
+            assert rate_hz == pytest.approx(spec.control_rate_hz, rel=0.25)
+            joint_stamps = {convert.time_to_ns(m.header.stamp)
+                            for _, m in probe.received['joint_states']}
+            for msg in imu:
+                angular, stamp_ns = convert.imu_angular_velocity(msg)
+                assert np.isfinite(angular).all() and stamp_ns in joint_stamps
+                assert msg.header.frame_id == 'base_link'
+                assert msg.orientation_covariance[0] == -1.0
+            assert imu[-1].linear_acceleration.z == pytest.approx(9.81, abs=0.05)  # at rest
+
+            # Commands through the supervisor reach the legs: not held for a stale body rate.
+            def legs_above(speed: float) -> bool:
+                alive()
+                if probe.received['joint_states']:
+                    stamp = probe.received['joint_states'][-1][1].header.stamp
+                    probe.pub_raw.publish(convert.command_msg(
+                        convert.time_to_ns(stamp), spec.command_names,
+                        np.array([25.0, 25.0]), 'velocity'))
+                probe.spin_for(0.05)
+                return emu.sensors().leg_speeds.min() > speed
+            probe.spin_until(lambda: legs_above(20.0), 10.0, 'legs at 25 rad/s via safety')
+            passed = [m.points[0].velocities[0] for _, m in probe.received['command']]
+            assert max(passed) == pytest.approx(25.0), passed
+        finally:
+            if probe is not None:
+                probe.close()
+            codes = [stop(proc) for proc, _ in procs]
+    assert codes == [0, 0], [log.read_text() for _, log in procs]
 
 
 @pytest.mark.e2e

@@ -205,6 +205,36 @@ def odometry_to_arrays(msg: Odometry) -> tuple[np.ndarray, np.ndarray, np.ndarra
             np.array([lin.x, lin.y, lin.z]), np.array([ang.x, ang.y, ang.z]))
 
 
+def imu_msg(stamp_ns: int, angular_velocity: np.ndarray, linear_acceleration: np.ndarray,
+            frame_id: str = 'base_link', angular_velocity_variance: float = 0.0,
+            linear_acceleration_variance: float = 0.0) -> Imu:
+    """
+    sensor_msgs/Imu from a gyro and accelerometer reading, without orientation.
+
+    Args:
+        stamp_ns: stamp of the reading [ns] (the driver's ``joint_states`` stamp).
+        angular_velocity: (3,) [rad/s] in ``frame_id`` (REP-103 axes).
+        linear_acceleration: (3,) specific force [m/s^2] in ``frame_id``, gravity
+            included (REP-145: +9.81 on z when level and at rest).
+        frame_id: the frame the IMU reports in.
+        angular_velocity_variance, linear_acceleration_variance: per-axis variance
+            [(rad/s)^2], [(m/s^2)^2] on the covariance diagonal; 0 leaves the matrix all
+            zeros, which the message defines as "covariance unknown".
+
+    The orientation is not estimated: ``orientation_covariance[0] = -1`` (REP-145).
+    """
+    msg = Imu(header=header(stamp_ns, frame_id))
+    w = np.asarray(angular_velocity, dtype=np.float64).reshape(3)
+    a = np.asarray(linear_acceleration, dtype=np.float64).reshape(3)
+    msg.angular_velocity.x, msg.angular_velocity.y, msg.angular_velocity.z = w.tolist()
+    msg.linear_acceleration.x, msg.linear_acceleration.y, msg.linear_acceleration.z = \
+        a.tolist()
+    msg.orientation_covariance[0] = -1.0
+    msg.angular_velocity_covariance = (np.eye(3) * angular_velocity_variance).ravel()
+    msg.linear_acceleration_covariance = (np.eye(3) * linear_acceleration_variance).ravel()
+    return msg
+
+
 def imu_angular_velocity(msg: Imu) -> tuple[np.ndarray, int]:
     """sensor_msgs/Imu -> (angular velocity (3,) [rad/s] in the IMU frame, stamp ns)."""
     w = msg.angular_velocity

@@ -7,6 +7,14 @@ It offers exactly the twin's robot interface (``twin_node.py``): publishes
 ``safety/estop`` (std_msgs/Bool) when the hardware faults and serves ``~/recover``
 (std_srvs/Trigger).
 
+IMU: when a reading carries one (``DriverState.imu()``: gyro and accelerometer in
+``extra``, e.g. the roach's), the node also publishes sensor_msgs/Imu on ``imu`` with the
+``joint_states`` stamp, frame ``imu_frame_id`` (body axes, REP-103), no orientation
+(``orientation_covariance[0] = -1``) and all-zero (unknown) rate and acceleration
+covariances. This is the body rate the safety supervisor needs for a floating base. A
+reading that lists faults (e.g. a lost radio link: the gyro is the last one received)
+publishes no Imu, so the supervisor sees the body rate go stale.
+
 Lifecycle (hardware.md §7; ros2/demos lifecycle_py):
 
 * configure -> ``driver.connect()``; a missing port is retried for ``connect_wait_s``
@@ -46,7 +54,7 @@ import numpy as np
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from sensor_msgs.msg import JointState
+from sensor_msgs.msg import Imu, JointState
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
@@ -81,6 +89,7 @@ class DriverNodeConfig:
         future_tolerance_s: commands stamped further ahead than this are stale [s].
         connect_wait_s: configure retries a missing port (PortMissingError) for this long
             before failing [s]: a udev symlink, or an emulator still starting, appears late.
+        imu_frame_id: ``frame_id`` of the ``imu`` messages (robots whose driver reads one).
     """
 
     driver: str = ''
@@ -90,6 +99,7 @@ class DriverNodeConfig:
     command_age_budget_s: float = 0.5
     future_tolerance_s: float = 0.05
     connect_wait_s: float = 3.0
+    imu_frame_id: str = 'base_link'
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.rate_hz) and self.rate_hz >= 0):
@@ -127,6 +137,7 @@ class DriverNode(LifecycleNode):
                                       'write_errors', 'faults'), 0)
 
         self.pub_joints = self.create_lifecycle_publisher(JointState, 'joint_states', 10)
+        self.pub_imu = None      # created at the first reading that carries an IMU
         self.pub_diag = self.create_publisher(DiagnosticArray, 'diagnostics', 10)
         self.pub_estop = self.create_publisher(Bool, 'safety/estop', 10)
         self.create_subscription(JointTrajectory, 'command', self._on_command, 10)
@@ -235,9 +246,14 @@ class DriverNode(LifecycleNode):
             self._set_fault(f'read failed: {exc}')
             return
         self._reads.tick()
+        stamp_ns = self.get_clock().now().nanoseconds
         self.pub_joints.publish(convert.joint_state_msg(
-            self.get_clock().now().nanoseconds, state.names, state.position, state.velocity,
-            state.effort))
+            stamp_ns, state.names, state.position, state.velocity, state.effort))
+        imu = state.imu()
+        if imu is not None and not state.faults:
+            if self.pub_imu is None:
+                self.pub_imu = self.create_publisher(Imu, 'imu', 10)
+            self.pub_imu.publish(convert.imu_msg(stamp_ns, *imu, self.cfg.imu_frame_id))
         self._extra = dict(state.extra)
         if state.faults:
             self._set_fault('; '.join(state.faults))

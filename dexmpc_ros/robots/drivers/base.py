@@ -58,6 +58,10 @@ class HardwareFaultError(DriverError):
     """The device reports a hardware fault (overload, overheating, voltage) and was stopped."""
 
 
+#: ``DriverState.extra`` keys of an IMU reading: gyro [rad/s], then accelerometer [m/s^2].
+IMU_KEYS = ('gyro_x', 'gyro_y', 'gyro_z', 'accel_x', 'accel_y', 'accel_z')
+
+
 @dataclass(frozen=True)
 class DriverState:
     """One reading of a robot, in SI units and the twin's joint names.
@@ -68,7 +72,9 @@ class DriverState:
         velocity: (n,) rad/s or m/s.
         effort: (n,) N m or N; NaN where the device cannot measure it.
         stamp: time.monotonic() seconds when the reading completed.
-        extra: further named readings (temperatures in degC, voltages in V, ...).
+        extra: further named readings (temperatures in degC, voltages in V, ...). A robot
+            with an IMU puts ``gyro_{x,y,z}`` [rad/s] and ``accel_{x,y,z}`` [m/s^2] here,
+            body frame (REP-103: x forward, y left, z up), see :meth:`imu`.
         faults: human-readable descriptions of active hardware faults; empty when healthy.
     """
 
@@ -79,6 +85,20 @@ class DriverState:
     stamp: float
     extra: Mapping[str, float] = field(default_factory=dict)
     faults: tuple[str, ...] = ()
+
+    def imu(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """
+        The IMU reading carried in ``extra``, if any.
+
+        Returns:
+            (angular velocity (3,) [rad/s], linear acceleration (3,) [m/s^2]) in the body
+            frame, the acceleration a specific force (gravity included: +9.81 on z at rest,
+            REP-145); None unless all of :data:`IMU_KEYS` are present.
+        """
+        if not all(key in self.extra for key in IMU_KEYS):
+            return None
+        values = np.array([self.extra[key] for key in IMU_KEYS], dtype=np.float64)
+        return values[:3], values[3:]
 
 
 class Driver(abc.ABC):
