@@ -218,33 +218,14 @@ def _widowx_emulator(world: HilWorld):
 
 
 class _LockedTwinBody:
-    """
-    A roach TwinBody under the world's lock, applying requested resets.
-
-    Encoders count between twin steps. TwinBody steps the twin once per control period
-    (100 ms) and holds its state in between, so telemetry at 50 Hz would repeat crank
-    angles, and the driver, which differentiates them, would read zero speed in most
-    records and a fivefold one in the rest. Extrapolating with the twin's crank speed
-    jumps at every step by the speed's change within the step (contacts make it large):
-    the driver then reads speed spikes, and the supervisor's step rule, which bounds a
-    command around the measured speed, once turned them into a growing oscillation of
-    the legs (+-56 rad/s). So the angles are interpolated between the last two twin steps: they
-    count smoothly at each step's mean speed, one twin period late.
-    """
+    """A roach TwinBody under the world's lock, applying requested resets."""
 
     def __init__(self, world: HilWorld) -> None:
         from dexmpc_ros.emulators.roach_firmware import TwinBody
 
         self.world = world
         self.body = TwinBody(world.twin)
-        self._since_step = 0.0            # [s] since the last twin step (TwinBody's phase)
-        self._previous = self._current = self.body.sensors().leg_angles
-        world._reset_twin = self._reset
-
-    def _reset(self, seed: int | None) -> None:
-        self.body.reset(seed)
-        self._since_step = 0.0
-        self._previous = self._current = self.body.sensors().leg_angles
+        world._reset_twin = self.body.reset
 
     def set_leg_speeds(self, omega: np.ndarray) -> None:
         """Crank speed setpoints (2,) [rad/s]."""
@@ -257,22 +238,12 @@ class _LockedTwinBody:
             seed = self.world._take_reset()
             if seed is not _NO_RESET:
                 self.world._apply_reset(seed)
-            before = self.world.twin.time
             self.body.advance(dt)
-            if self.world.twin.time != before:
-                self._since_step = (self._since_step + dt) % self.world.twin.dt
-                self._previous = self._current
-                self._current = self.body.sensors().leg_angles
-            else:
-                self._since_step += dt
 
     def sensors(self):
-        """The body's measurements (BodySensors), crank angles interpolated (see class)."""
+        """The body's measurements (BodySensors)."""
         with self.world._lock:
-            sensors = self.body.sensors()
-            fraction = min(1.0, self._since_step / self.world.twin.dt)
-            sensors.leg_angles = self._previous + (self._current - self._previous) * fraction
-            return sensors
+            return self.body.sensors()
 
 
 def _roach_emulator(world: HilWorld):

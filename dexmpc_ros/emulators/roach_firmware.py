@@ -148,7 +148,17 @@ class KinematicBody:
 
 
 class TwinBody:
-    """A :class:`~dexmpc_ros.robots.twins.roach.RoachTwin` stepped on the emulator's clock."""
+    """
+    A :class:`~dexmpc_ros.robots.twins.roach.RoachTwin` stepped on the emulator's clock.
+
+    The twin steps once per control period (100 ms); telemetry goes out at 50 Hz. Crank
+    angles are therefore interpolated between the last two twin steps: held angles would
+    make the driver (which differentiates them) read zero speed in most records and a
+    fivefold one in the rest, and extrapolating with the twin's crank speed jumps at each
+    step by the speed's change within it (contacts make that large), which the
+    supervisor's step rule once turned into a growing leg oscillation. Interpolated angles
+    count smoothly at each step's mean speed, one twin period late.
+    """
 
     def __init__(self, twin) -> None:
         self.twin = twin
@@ -156,6 +166,10 @@ class TwinBody:
         self._command = np.zeros(2)
         self._accel = np.array([0.0, 0.0, GRAVITY])
         self._v_world = self._world_velocity()
+        self._previous = self._current = self._leg_angles()
+
+    def _leg_angles(self) -> np.ndarray:
+        return self.twin.joints().position[:2].copy()
 
     def _world_velocity(self) -> np.ndarray:
         odom = self.twin.odom()
@@ -175,6 +189,7 @@ class TwinBody:
         self._pending = 0.0
         self._accel = np.array([0.0, 0.0, GRAVITY])
         self._v_world = self._world_velocity()
+        self._previous = self._current = self._leg_angles()
 
     def advance(self, dt: float) -> None:
         """Step the twin once per elapsed twin period (zero-order hold in between)."""
@@ -188,12 +203,15 @@ class TwinBody:
             self._accel = rot.T @ ((v_world - self._v_world) / self.twin.dt
                                    + np.array([0.0, 0.0, GRAVITY]))
             self._v_world = v_world
+            self._previous, self._current = self._current, self._leg_angles()
 
     def sensors(self) -> BodySensors:
-        """Twin joints and body rates."""
+        """Twin joints (crank angles interpolated, see the class) and body rates."""
         joints, odom = self.twin.joints(), self.twin.odom()
-        return BodySensors(joints.position[:2].copy(), joints.velocity[:2].copy(),
-                           odom.angular.copy(), self._accel.copy())
+        fraction = min(1.0, self._pending / self.twin.dt)
+        angles = self._previous + (self._current - self._previous) * fraction
+        return BodySensors(angles, joints.velocity[:2].copy(), odom.angular.copy(),
+                           self._accel.copy())
 
 
 def _rotation(q_xyzw: np.ndarray) -> np.ndarray:
