@@ -318,6 +318,89 @@ def test_widowx_driver_through_the_node_on_the_emulated_bus(tmp_path, ros_env, r
         bus.stop()
 
 
+def test_widowx_node_unplug_and_silent_servo_hold_then_recover(tmp_path, ros_env, ros_domain):
+    """Issue 5 through the node: cable pulled, then a servo gone quiet; each held and recovered."""
+    from dexmpc_ros.emulators.dynamixel_bus import widowx_bus_emulator
+
+    spec = load_robot_spec('widowx')
+    waist = spec.joint_names.index('waist')
+    bus = widowx_bus_emulator().start()
+    proc = probe = None
+    try:
+        proc, log = start_node(tmp_path, ros_env, robot='widowx', driver='widowx',
+                               driver_options=f'{{port: {bus.path}}}')
+        probe = Manager(ros_domain)
+
+        def alive() -> None:
+            assert proc.poll() is None, log.read_text()
+
+        def streaming() -> bool:
+            alive()
+            return bool(probe.received['joint_states']) and \
+                probe.pub_command.get_subscription_count() > 0
+        probe.spin_until(streaming, 20.0, 'widowx joint_states')
+        start = np.asarray(probe.received['joint_states'][-1][1].position)[spec.actuated_index]
+
+        def command_waist(offset: float) -> bool:
+            """Send the start pose with the waist moved by ``offset``; True once it is there."""
+            alive()
+            goal = start + np.array([offset, 0, 0, 0, 0, 0, 0])
+            probe.pub_command.publish(convert.command_msg(
+                probe.node.get_clock().now().nanoseconds, spec.command_names, goal,
+                'position'))
+            probe.spin_for(0.02)
+            position = np.asarray(probe.received['joint_states'][-1][1].position)
+            return abs(position[waist] - goal[0]) < 5e-3
+
+        def recovered_and_moving(offset: float) -> None:
+            """After ~/recover: joint_states flow, diagnostics OK, the waist obeys again."""
+            count = len(probe.received['joint_states'])
+            probe.received['diagnostics'].clear()
+            probe.wait_diag(lambda s: s.level == DiagnosticStatus.OK, 'diagnostics OK again')
+            assert len(probe.received['joint_states']) > count
+            probe.spin_until(lambda: command_waist(offset), 5.0, f'the waist at +{offset}')
+
+        probe.spin_until(lambda: command_waist(0.05), 5.0, 'the waist at +0.05')
+
+        # 1. The U2D2 cable pulled while active.
+        bus.unplug()
+        status = probe.wait_diag(lambda s: s.level == DiagnosticStatus.ERROR, 'unplug diag')
+        assert f'lost the Dynamixel bus on {bus.path}' in status.message, status.message
+        probe.spin_until(lambda: probe.received['safety/estop'], 5.0, 'safety/estop')
+        for _ in range(5):                        # commands meanwhile: held, not written
+            command_waist(0.1)
+        probe.wait_diag(lambda s: int(convert.diagnostic_values(s)['commands_held']) >= 5,
+                        'commands held while unplugged')
+        alive()
+        assert [m.data for _, m in probe.received['safety/estop']] == [True]
+        refused = probe.recover()
+        assert not refused.success and bus.path in refused.message, refused.message
+        bus.replug()
+        answer = probe.recover()
+        assert answer.success and 'lost the Dynamixel bus' in answer.message, answer.message
+        recovered_and_moving(0.1)
+
+        # 2. The elbow servo stops answering (cable to it broken); the bus stays up.
+        bus.no_reply([4])
+        probe.received['diagnostics'].clear()
+        status = probe.wait_diag(lambda s: s.level == DiagnosticStatus.ERROR, 'no-reply diag')
+        assert 'servo 4 (elbow) gave no valid reply' in status.message, status.message
+        probe.spin_until(lambda: len(probe.received['safety/estop']) == 2, 5.0, '2nd e-stop')
+        refused = probe.recover()
+        assert not refused.success and 'servo 4 (elbow)' in refused.message, refused.message
+        bus.no_reply()
+        answer = probe.recover()
+        assert answer.success and 'servo 4 (elbow)' in answer.message, answer.message
+        recovered_and_moving(0.15)
+        assert [m.data for _, m in probe.received['safety/estop']] == [True, True]
+    finally:
+        if probe is not None:
+            probe.close()
+        if proc is not None:
+            stop(proc)
+        bus.stop()
+
+
 def test_roach_driver_through_the_node_link_loss_and_recover(tmp_path, ros_env, ros_domain):
     """The real RoachDriver (pyserial, XBee frames) in the node, the robot's firmware here."""
     from dexmpc_ros.emulators.pty_link import PtyLink
