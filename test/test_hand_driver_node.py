@@ -192,3 +192,16 @@ def test_trajectory_mode_names_all_24_hand_joints(tmp_path, ros_env, ros_domain)
         hand.close()
         code = stop(proc)
     assert code == 0, log.read_text()
+
+
+def test_absent_hand_exits_with_an_actionable_message(tmp_path, ros_env):
+    """No hand joint_states at all after start-up: exit 1 naming the topic and what to check."""
+    proc, log = start_node(tmp_path, ros_env, first_state_timeout_s=1.0)
+    try:
+        code = proc.wait(timeout=30)
+    finally:
+        stop(proc)
+    text = log.read_text()
+    assert code == 1, text
+    assert 'no Shadow hand joint_states on /hand/joint_states' in text, text
+    assert 'list_controllers' in text and 'Traceback' not in text, text

@@ -51,7 +51,7 @@ from dexmpc_ros.robots.drivers.shadow_hand import (SILENT_CONTROLLER, HandJointM
                                                    MissingJointError, ShadowHandConfig,
                                                    StateWatchdog, controller_joints)
 from dexmpc_ros.ros import convert
-from dexmpc_ros.ros.driver_node import SUCCESS, autostart, run_lifecycle_node
+from dexmpc_ros.ros.driver_node import SUCCESS, StartupError, autostart, run_lifecycle_node
 from dexmpc_ros.ros.params import config_from_node, declare
 
 #: Watchdog checks per state timeout (trip delay <= timeout / this after the timeout).
@@ -70,6 +70,8 @@ class HandNodeConfig:
         controller_joints: the controller's joints in its order; empty = from
             controllers_file.
         autostart: configure and activate at start-up; false waits for ros2 lifecycle set.
+        first_state_timeout_s: with autostart, exit with an actionable error when the hand
+            has sent no joint_states this long after start-up [s]; 0 = wait forever.
         command_age_budget_s: commands stamped longer ago than this are stale [s].
         future_tolerance_s: commands stamped further ahead than this are stale [s].
     """
@@ -78,12 +80,16 @@ class HandNodeConfig:
     controllers_file: str = ''
     controller_joints: tuple = ()
     autostart: bool = True
+    first_state_timeout_s: float = 10.0
     command_age_budget_s: float = 0.5
     future_tolerance_s: float = 0.05
 
     def __post_init__(self) -> None:
         if not self.hand_joint_states_topic:
             raise ValueError('hand_joint_states_topic must not be empty')
+        if not (math.isfinite(self.first_state_timeout_s) and self.first_state_timeout_s >= 0):
+            raise ValueError(f'first_state_timeout_s must be finite and >= 0, '
+                             f'got {self.first_state_timeout_s}')
         for name in ('command_age_budget_s', 'future_tolerance_s'):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
@@ -134,6 +140,8 @@ class HandDriverNode(LifecycleNode):
                                       'silences'), 0)
         self._last_bad_state = ''
         self._last_state = time.monotonic()
+        self._activated_at = time.monotonic()
+        self._any_state = False
 
         self.pub_joints = self.create_lifecycle_publisher(JointState, 'joint_states', 10)
         controller = self.hand.controller.strip('/')
@@ -164,7 +172,7 @@ class HandDriverNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Start forwarding and the watchdog (silence counts from now)."""
         self._watchdog = StateWatchdog(self.hand.state_timeout_s)
-        self._last_state = time.monotonic()
+        self._last_state = self._activated_at = time.monotonic()
         self._silent = False
         self._timer = self.create_timer(self.hand.state_timeout_s / CHECKS_PER_TIMEOUT,
                                         self._check)
@@ -202,6 +210,7 @@ class HandDriverNode(LifecycleNode):
                                     throttle_duration_sec=2.0)
             return
         self._watchdog.feed()
+        self._any_state = True
         self._last_state = time.monotonic()
         self._states.tick()
         stamp_ns = convert.time_to_ns(msg.header.stamp) or self.get_clock().now().nanoseconds
@@ -236,7 +245,20 @@ class HandDriverNode(LifecycleNode):
                                                          t_s))
         self._counts['commands_forwarded'] += 1
 
+    def _absent_hand(self, waited_s: float) -> str:
+        topic = self.pub_joints.topic_name.rsplit('/', 1)[0] + '/' + \
+            self.cfg.hand_joint_states_topic.lstrip('/')
+        return (f'no Shadow hand joint_states on {topic} for {waited_s:.1f} s: check that the '
+                f"hand's ros2_control is running (controller_manager with "
+                f'joint_state_broadcaster and {self.hand.controller}: ros2 control '
+                f'list_controllers) and that ROS_DOMAIN_ID matches')
+
     def _check(self) -> None:
+        waited = time.monotonic() - self._activated_at
+        if (self.cfg.autostart and not self._any_state and self.cfg.first_state_timeout_s
+                and waited > self.cfg.first_state_timeout_s):
+            self.get_logger().error(self._absent_hand(waited))
+            raise StartupError(self._absent_hand(waited))
         status = self._watchdog.check()
         if status.event == 'tripped':
             self._silent = True
@@ -256,8 +278,7 @@ class HandDriverNode(LifecycleNode):
     def _publish_diagnostics(self) -> None:
         age_s = time.monotonic() - self._last_state if self._active else float('nan')
         if self._silent:
-            level, message = 'error', (f'{SILENT_CONTROLLER}: no usable hand joint_states for '
-                                       f'{age_s:.2f} s')
+            level, message = 'error', f'{SILENT_CONTROLLER}: {self._absent_hand(age_s)}'
             if self._last_bad_state:
                 message += f' (last rejected: {self._last_bad_state})'
         elif not self._active:
