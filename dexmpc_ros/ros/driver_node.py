@@ -259,21 +259,8 @@ class DriverNode(LifecycleNode):
             self._set_fault('; '.join(state.faults))
 
     def _on_command(self, msg: JointTrajectory) -> None:
-        if not self._active:
-            self._counts['commands_inactive'] += 1
-            return
-        names, values, stamp_ns = convert.command_to_arrays(msg, self.spec.command_interface)
-        if names != self._names or values.shape != (len(self._names),) or \
-                not np.all(np.isfinite(values)):
-            self._counts['commands_malformed'] += 1
-            self.get_logger().error(f'ignoring malformed command for joints {names}',
-                                    throttle_duration_sec=1.0)
-            return
-        age_s = (self.get_clock().now().nanoseconds - stamp_ns) * 1e-9
-        if age_s > self.cfg.command_age_budget_s or age_s < -self.cfg.future_tolerance_s:
-            self._counts['commands_stale'] += 1
-            self.get_logger().warn(f'ignoring stale command ({age_s:.3f} s old)',
-                                   throttle_duration_sec=1.0)
+        values = checked_command(self, msg, self.spec.command_interface)
+        if values is None:
             return
         if self._fault is not None:
             self._counts['commands_held'] += 1
@@ -353,6 +340,34 @@ class DriverNode(LifecycleNode):
 # Lifecycle helpers shared by the hardware nodes ---------------------------------------------
 class StartupError(DexmpcError):
     """Autostart could not configure or activate the node; the message is the one line."""
+
+
+def checked_command(node, msg: JointTrajectory, interface: str) -> np.ndarray | None:
+    """
+    The values of a ``command`` a driver node may forward, or None (counted and logged).
+
+    Refused: while inactive (``commands_inactive``), wrong joint names, shape or a
+    non-finite value (``commands_malformed``), stamped longer ago than
+    ``command_age_budget_s`` or further ahead than ``future_tolerance_s``
+    (``commands_stale``). ``node`` has ``_active``, ``_counts``, ``_names`` and ``cfg``.
+    """
+    if not node._active:
+        node._counts['commands_inactive'] += 1
+        return None
+    names, values, stamp_ns = convert.command_to_arrays(msg, interface)
+    if names != node._names or values.shape != (len(node._names),) or \
+            not np.all(np.isfinite(values)):
+        node._counts['commands_malformed'] += 1
+        node.get_logger().error(f'ignoring malformed command for joints {names}',
+                                throttle_duration_sec=1.0)
+        return None
+    age_s = (node.get_clock().now().nanoseconds - stamp_ns) * 1e-9
+    if age_s > node.cfg.command_age_budget_s or age_s < -node.cfg.future_tolerance_s:
+        node._counts['commands_stale'] += 1
+        node.get_logger().warn(f'ignoring stale command ({age_s:.3f} s old)',
+                               throttle_duration_sec=1.0)
+        return None
+    return values
 
 
 def parse_options(text: str, where: str) -> dict:

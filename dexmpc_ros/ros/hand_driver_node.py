@@ -51,7 +51,8 @@ from dexmpc_ros.robots.drivers.shadow_hand import (SILENT_CONTROLLER, HandJointM
                                                    MissingJointError, ShadowHandConfig,
                                                    StateWatchdog, controller_joints)
 from dexmpc_ros.ros import convert
-from dexmpc_ros.ros.driver_node import SUCCESS, StartupError, autostart, run_lifecycle_node
+from dexmpc_ros.ros.driver_node import (SUCCESS, StartupError, autostart, checked_command,
+                                        run_lifecycle_node)
 from dexmpc_ros.ros.params import config_from_node, declare
 
 #: Watchdog checks per state timeout (trip delay <= timeout / this after the timeout).
@@ -218,21 +219,8 @@ class HandDriverNode(LifecycleNode):
             stamp_ns, state.names, state.position, state.velocity, state.effort))
 
     def _on_command(self, msg: JointTrajectory) -> None:
-        if not self._active:
-            self._counts['commands_inactive'] += 1
-            return
-        names, values, stamp_ns = convert.command_to_arrays(msg, 'position')
-        if names != self._names or values.shape != (len(self._names),) or \
-                not np.all(np.isfinite(values)):
-            self._counts['commands_malformed'] += 1
-            self.get_logger().error(f'ignoring malformed command for joints {names}',
-                                    throttle_duration_sec=1.0)
-            return
-        age_s = (self.get_clock().now().nanoseconds - stamp_ns) * 1e-9
-        if age_s > self.cfg.command_age_budget_s or age_s < -self.cfg.future_tolerance_s:
-            self._counts['commands_stale'] += 1
-            self.get_logger().warn(f'ignoring stale command ({age_s:.3f} s old)',
-                                   throttle_duration_sec=1.0)
+        values = checked_command(self, msg, 'position')
+        if values is None:
             return
         if self.hand.command_mode == 'forward':
             self.pub_controller.publish(Float64MultiArray(
