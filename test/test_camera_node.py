@@ -6,15 +6,11 @@ test is the perception side. Without a camera, ``source: device`` must fail loud
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 pytest.importorskip('rclpy')
 pytest.importorskip('pyrealsense2')
@@ -24,6 +20,7 @@ from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
 from dexmpc_ros.ros import convert  # noqa: E402
 from dexmpc_ros.ros.probe import GraphProbe  # noqa: E402
+from node_process import start_node as start_node_process, stop  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 W, H = 160, 120
@@ -34,26 +31,8 @@ TOPICS = {'color': ('camera/color/image_raw', Image),
 
 
 def start_node(tmp_path: Path, ros_env: dict, **params) -> tuple[subprocess.Popen, Path]:
-    params_file = tmp_path / 'params.yaml'
-    params_file.write_text(yaml.safe_dump({'/**': {'ros__parameters': params}}))
-    env = dict(ros_env, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO),
-                                                                 ros_env.get('PYTHONPATH')])))
-    log = tmp_path / 'camera.log'
-    proc = subprocess.Popen([sys.executable, '-m', 'dexmpc_ros.ros.camera_node', '--ros-args',
-                             '--params-file', str(params_file)], env=env, cwd=REPO,
-                            stdout=log.open('w'), stderr=subprocess.STDOUT)
-    return proc, log
-
-
-def stop(proc: subprocess.Popen) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
+    return start_node_process('dexmpc_ros.ros.camera_node', tmp_path, ros_env, params,
+                              'camera.log')
 
 
 class Viewer(GraphProbe):

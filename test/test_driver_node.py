@@ -10,8 +10,6 @@ end elsewhere against wire-protocol emulators on pseudo-terminals.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +34,7 @@ from dexmpc_ros.robots.drivers.base import PortMissingError  # noqa: E402
 from dexmpc_ros.robots.drivers.registry import make_driver  # noqa: E402
 from dexmpc_ros.ros import convert  # noqa: E402
 from dexmpc_ros.ros.probe import GraphProbe  # noqa: E402
+from node_process import start_node as start_node_process, stop  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_DIR = Path(__file__).resolve().parent
@@ -61,26 +60,8 @@ def start_node(tmp_path: Path, ros_env: dict, **params) -> tuple[subprocess.Pope
     robot = tmp_path / 'robot.yaml'
     robot.write_text(ARM_YAML)
     params = {'robot': str(robot), 'driver': FAKE, **params}
-    params_file = tmp_path / 'params.yaml'
-    params_file.write_text(yaml.safe_dump({'/**': {'ros__parameters': params}}))
-    env = dict(ros_env, PYTHONPATH=os.pathsep.join(
-        filter(None, [str(REPO), str(TEST_DIR), ros_env.get('PYTHONPATH')])))
-    log = tmp_path / 'driver.log'
-    proc = subprocess.Popen([sys.executable, '-m', 'dexmpc_ros.ros.driver_node', '--ros-args',
-                             '--params-file', str(params_file)], env=env, cwd=REPO,
-                            stdout=log.open('w'), stderr=subprocess.STDOUT)
-    return proc, log
-
-
-def stop(proc: subprocess.Popen) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
+    return start_node_process('dexmpc_ros.ros.driver_node', tmp_path, ros_env, params,
+                              'driver.log', extra_paths=[str(TEST_DIR)])
 
 
 class Manager(GraphProbe):

@@ -7,10 +7,7 @@ listens on ``safety/estop``).
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +24,7 @@ from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 from dexmpc_ros.core.robot_spec import load_robot_spec  # noqa: E402
 from dexmpc_ros.ros import convert  # noqa: E402
 from dexmpc_ros.ros.probe import GraphProbe  # noqa: E402
+from node_process import start_node as start_node_process, stop  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = load_robot_spec('hand24')
@@ -45,26 +43,8 @@ def start_node(tmp_path: Path, ros_env: dict, **params) -> tuple[subprocess.Pope
         'rh_position_group': {'ros__parameters': {'joints': FORWARD_JOINTS,
                                                   'interface_name': 'position'}}}))
     params = {'controllers_file': str(controllers), 'state_timeout_s': TIMEOUT_S, **params}
-    params_file = tmp_path / 'params.yaml'
-    params_file.write_text(yaml.safe_dump({'/**': {'ros__parameters': params}}))
-    env = dict(ros_env, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO),
-                                                                 ros_env.get('PYTHONPATH')])))
-    log = tmp_path / 'hand.log'
-    proc = subprocess.Popen([sys.executable, '-m', 'dexmpc_ros.ros.hand_driver_node',
-                             '--ros-args', '--params-file', str(params_file)], env=env,
-                            cwd=REPO, stdout=log.open('w'), stderr=subprocess.STDOUT)
-    return proc, log
-
-
-def stop(proc: subprocess.Popen) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
+    return start_node_process('dexmpc_ros.ros.hand_driver_node', tmp_path, ros_env, params,
+                              'hand.log')
 
 
 class Hand(GraphProbe):
