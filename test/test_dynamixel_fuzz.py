@@ -9,7 +9,7 @@ and does not cost the frames around it; CRC and stuffing agree with dynamixel_sd
 from __future__ import annotations
 
 from dynamixel_sdk import PacketHandler
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dexmpc_ros.robots.drivers import dynamixel_protocol as dxl
@@ -80,8 +80,22 @@ def test_corrupted_frame_is_rejected_and_neighbours_kept(frames, data):
     assert all(any(r == f for r in raws) for f in frames[:k] + frames[k + 1:])
 
 
+def sdk_frame(ident: int, instruction: int, params: bytes) -> bytes:
+    """The frame dynamixel_sdk would transmit: its addStuffing, then the CRC over the result."""
+    sdk = PacketHandler(2.0)
+    length = len(params) + 3
+    raw = list(dxl.HEADER_FULL) + [ident, length & 0xFF, length >> 8, instruction]
+    raw = sdk.addStuffing(raw + list(params) + [0, 0])
+    crc = sdk.updateCRC(0, raw[:-2], len(raw) - 2)
+    return bytes(raw[:-2] + [crc & 0xFF, crc >> 8])
+
+
 @settings(max_examples=1500, **FAST)
 @given(st.binary(max_size=64).map(lambda b: b.translate(_BIAS)))
+# FF FF FD FF FD FD stuffs to FF FF FD FD FF FD FD: a second FF FD FD right after a stuffed
+# header. dynamixel-sdk 4.1.0's removeStuffing compacts the packet in place and then looks
+# back at bytes it has already moved, so it drops the last FD; ours must not.
+@example(b'\xff\xff\xfd\xff\xfd\xfd')
 def test_crc_and_stuffing_agree_with_dynamixel_sdk(payload):
     sdk = PacketHandler(2.0)
     assert dxl.crc16(payload) == sdk.updateCRC(0, list(payload), len(payload))
@@ -92,8 +106,14 @@ def test_crc_and_stuffing_agree_with_dynamixel_sdk(payload):
     while i >= 0:
         assert stuffed[i + 3:i + 4] == b'\xfd'
         i = stuffed.find(dxl.HEADER, i + 1)
-    # the SDK's own unstuffing of a framed packet gives the payload back
+    # what the SDK transmits is byte for byte what we encode, and we decode it
     frame = dxl.encode(1, 0x03, payload)
-    unstuffed = sdk.removeStuffing(list(frame))
-    length = unstuffed[5] | unstuffed[6] << 8
-    assert bytes(unstuffed[7:7 + length - 2]) == bytes([0x03]) + payload
+    assert frame == sdk_frame(1, 0x03, payload)
+    (packet,) = packets(dxl.StreamParser().feed(frame))
+    assert packet.params == payload
+    # the SDK's own unstuffing gives the payload back where it is not tripped by its in-place
+    # bug: with a single FD FD in the frame there is one candidate, read before any move
+    if frame.count(b'\xfd\xfd') <= 1:
+        unstuffed = sdk.removeStuffing(list(frame))
+        length = unstuffed[5] | unstuffed[6] << 8
+        assert bytes(unstuffed[7:7 + length - 2]) == bytes([0x03]) + payload
