@@ -103,7 +103,9 @@ def test_mpc_node_plans_swaps_and_refuses(tmp_path, ros_domain):
             last = convert.diagnostic_values(diags[-1])
             assert last['checkpoint'] == str(second) and last['swaps'] == '2'
             assert 'sha256' in last['last_error']
-            assert last['missed_ticks'] == '0', last
+            # a hot swap costs no tick (a stall elsewhere on a loaded machine may, and is
+            # counted in missed_ticks; that is a timing figure, not this property)
+            assert last['missed_in_swaps'] == '0', last
         finally:
             probe.close()
     log = (tmp_path / 'run' / 'logs' / 'mpc.log').read_text()

@@ -22,7 +22,9 @@ only the newest message, so a slow plan skips states rather than queueing them),
 counts every state it never answered (stamp gaps over 1.5 periods) as missed. That is the
 mode for a twin in lockstep (twin_node.py), which steps only once its last state is
 answered: a timer would plan on the previous state as soon as /clock moves and never answer
-the newest one.
+the newest one. Missed ticks are logged; those that fall while a checkpoint is loading or
+in the two ticks of its swap are counted apart too (``missed_in_swaps`` on diagnostics),
+since a swap must cost none.
 """
 
 from __future__ import annotations
@@ -81,6 +83,9 @@ class MPCNode(Node):
         self.swaps = 0
         self.refused = 0
         self.missed_ticks = 0
+        self.missed_in_swaps = 0  # of those, missed while a checkpoint loaded or swapped in
+        self._loading = 0  # loader threads running
+        self._ticks_after_swap = 0  # the swap's tick and the next still count as "in a swap"
         self._last_tick: float | None = None
         self._last_state_stamp: int | None = None
         self._plan_ms: deque[float] = deque(maxlen=WINDOW)
@@ -123,7 +128,17 @@ class MPCNode(Node):
 
     def _on_checkpoint(self, msg: String) -> None:
         if msg.data and msg.data != self.checkpoint:
-            threading.Thread(target=self._load, args=(msg.data,), daemon=True).start()
+            with self._lock:
+                self._loading += 1
+            threading.Thread(target=self._load_in_background, args=(msg.data,),
+                             daemon=True).start()
+
+    def _load_in_background(self, path: str) -> None:
+        try:
+            self._load(path)
+        finally:
+            with self._lock:
+                self._loading -= 1
 
     def _load(self, path: str) -> None:
         """Load and verify a checkpoint (any thread); success leaves it pending for a tick."""
@@ -153,6 +168,7 @@ class MPCNode(Node):
             self.mpc.swap(model, layout, reward)
             self.checkpoint = path
             self.swaps += 1
+            self._ticks_after_swap = 2
             self.get_logger().info(f'now planning with {path}')
 
     # Control loop ------------------------------------------------------------------------
@@ -169,18 +185,31 @@ class MPCNode(Node):
         if last is not None:
             periods = (stamp - last) * 1e-9 / self.period_s
             if periods > 1.5:
-                self.missed_ticks += int(round(periods)) - 1
+                self._count_missed(int(round(periods)) - 1, stamp - last)
         self._last_state_stamp = stamp
         self._plan()
 
     def _tick(self) -> None:
         now = time.monotonic()
         if self._last_tick is not None and now - self._last_tick > 1.5 * self.period_s:
-            self.missed_ticks += 1
+            self._count_missed(1, int((now - self._last_tick) * 1e9))
         self._last_tick = now
         self._plan()
 
+    def _count_missed(self, ticks: int, gap_ns: int) -> None:
+        """Count missed ticks, apart those that fell while a checkpoint loaded or swapped."""
+        with self._lock:
+            in_swap = self._loading > 0 or self._pending is not None
+        in_swap = in_swap or self._ticks_after_swap > 0
+        self.missed_ticks += ticks
+        self.missed_in_swaps += ticks if in_swap else 0
+        where = ' during a checkpoint swap' if in_swap else ''
+        self.get_logger().warning(
+            f'missed {ticks} control tick(s){where}: {gap_ns * 1e-6:.0f} ms since the last '
+            f'one (period {self.period_s * 1e3:.0f} ms)', throttle_duration_sec=2.0)
+
     def _plan(self) -> None:
+        self._ticks_after_swap = max(0, self._ticks_after_swap - 1)
         self._swap_pending()
         if self._joints is None:
             return
@@ -215,6 +244,7 @@ class MPCNode(Node):
         values = {'rate_hz': self._rate.rate_hz(), 'commands': self._rate.count,
                   'planner': self.config.planner, 'checkpoint': self.checkpoint or '(none)',
                   'swaps': self.swaps, 'refused': refused, 'missed_ticks': self.missed_ticks,
+                  'missed_in_swaps': self.missed_in_swaps,
                   'plan_ms_p50': float(np.nanpercentile(plan, 50)) if self._plan_ms else 0.0,
                   'plan_ms_p99': float(np.nanpercentile(plan, 99)) if self._plan_ms else 0.0,
                   'uncertainty': self.mpc.uncertainty, 'last_error': error,

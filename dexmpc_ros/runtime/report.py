@@ -863,7 +863,8 @@ def _planner(report: Report, plots: dict[str, str]) -> list[Block]:
              f'p99 planning time: median {_fmt(_nanmedian(p99), ".2f")} ms, worst window '
              f'{_fmt(_nanmax(p99), ".2f")} ms',
              f'missed ticks (> 1.5 periods apart): {_fmt(missed, "g")} of '
-             f'{_fmt(ticks, "g")} commands',
+             f'{_fmt(ticks, "g")} commands; during checkpoint swaps: '
+             f'{last.get("missed_in_swaps", "?")}',
              f'checkpoints swapped in: {last.get("swaps", "?")}, refused: '
              f'{last.get("refused", "?")}']
     if last.get('last_error'):
