@@ -108,23 +108,28 @@ def test_missing_camera_exits_non_zero_with_the_hint(tmp_path, ros_env, source, 
         assert text in last, output
 
 
-def test_recording_source_plays_a_recording(tmp_path, ros_env, ros_domain):
+def test_recording_source_plays_a_recording_in_a_loop(tmp_path, ros_env, ros_domain):
     from dexmpc_ros.emulators.realsense_device import write_recording
+    # 12 frames last 0.4 s at 30 fps: without the loop they could be over before the
+    # viewer is discovered; with it the viewer must see the recording start again
     path = write_recording(tmp_path / 'rec.db3', 12, width=W, height=H, fps=30)
     proc, log = start_node(tmp_path, ros_env, source=f'recording:{path}', width=W, height=H,
-                           fps=30)
+                           fps=30, repeat_recording=True)
     viewer = Viewer(ros_domain)
     try:
         def enough() -> bool:
             assert proc.poll() is None, log.read_text()
-            return len(viewer.complete_stamps()) >= 3
-        viewer.spin_until(enough, 20.0, '3 recorded framesets')
+            return len(viewer.complete_stamps()) >= 16
+        viewer.spin_until(enough, 20.0, '16 recorded framesets')
+        reds = []
         for stamp in viewer.complete_stamps():
             rgb = convert.image_to_array(viewer.got['color'][stamp])
             depth = viewer.got['depth'][stamp]
             mm = np.frombuffer(bytes(depth.data), np.uint16).reshape(H, W)
-            assert rgb.shape == (H, W, 3) and rgb[0, 0, 0] <= 12    # frames 0..12
-            assert mm[H // 2, W // 2] == 1000 + int(rgb[0, 0, 0])
+            assert rgb.shape == (H, W, 3) and rgb[0, 0, 0] <= 12   # frames 0..12
+            assert mm[H // 2, W // 2] == 1000 + int(rgb[0, 0, 0])  # depth of the same frame
+            reds.append(int(rgb[0, 0, 0]))
+        assert np.any(np.diff(reds) < 0), reds  # the recording started over
     finally:
         viewer.close()
         code = stop(proc)

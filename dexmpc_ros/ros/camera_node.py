@@ -15,7 +15,8 @@ camera:
 * ``diagnostics``: measured fps, frames, read errors.
 
 ``source``: ``device`` (the live camera; ``serial_number`` picks one), ``recording:<path>``
-(a librealsense recording, ``.db3`` on 2.59, played at ``fps``) or ``synthetic`` (a
+(a librealsense recording, ``.db3`` on 2.59, played at ``fps``, once or in a loop with
+``repeat_recording``) or ``synthetic`` (a
 ``pyrealsense2`` software device pushing a moving test pattern at ``fps``: no hardware
 needed). Stamps are node time at the moment the frameset arrived.
 
@@ -61,10 +62,13 @@ class CameraNodeConfig:
         source: device (live camera), recording:<path> (a .db3/.bag recording) or
             synthetic (software device, moving test pattern).
         autostart: configure and activate at start-up; false waits for ros2 lifecycle set.
+        repeat_recording: loop a recording source (a stand-in camera that keeps streaming)
+            instead of stopping at its end with a "no frames" error.
     """
 
     source: str = 'device'
     autostart: bool = True
+    repeat_recording: bool = False
 
     def __post_init__(self) -> None:
         if self.source not in ('device', 'synthetic') and not (
@@ -147,7 +151,8 @@ class CameraNode(LifecycleNode):
         if source == 'device':
             return PipelineSource()
         if source.startswith('recording:'):
-            return PipelineSource(recording=source[len('recording:'):])
+            return PipelineSource(recording=source[len('recording:'):],
+                                  repeat=self.cfg.repeat_recording)
         from dexmpc_ros.emulators.realsense_device import SyntheticRealSense
         s = self.streams
         self._synthetic = SyntheticRealSense(

@@ -213,11 +213,15 @@ class PipelineSource:
     Args:
         recording: a recording (librealsense 2.59 writes rosbag2/sqlite ``.db3``) played
             back as fast as read() asks (not in real time), or None for the live camera.
+        repeat: play the recording in a loop instead of ending (then read() fails with
+            ``no_frames_hint``).
         context: the ``rs.context`` to look for cameras in (default: a new one).
     """
 
-    def __init__(self, recording: str | Path | None = None, context=None) -> None:
+    def __init__(self, recording: str | Path | None = None, context=None,
+                 repeat: bool = False) -> None:
         self.recording = Path(recording) if recording is not None else None
+        self.repeat = repeat
         self._context = context
         self._pipe = None
         self.label = f'RealSense recording {self.recording}' if self.recording else \
@@ -232,7 +236,7 @@ class PipelineSource:
             if not self.recording.is_file():
                 raise PortMissingError(f'no RealSense recording at {self.recording}',
                                        'check the path (recordings are .db3 files)')
-            cfg.enable_device_from_file(str(self.recording), repeat_playback=False)
+            cfg.enable_device_from_file(str(self.recording), repeat_playback=self.repeat)
         else:
             # Look before starting: rs.pipeline.start() waits 15 s for a missing camera.
             context = self._context if self._context is not None else rs.context()
@@ -426,8 +430,14 @@ class RealSenseCamera:
             color = frames.get_color_frame()
             depth = frames.get_depth_frame() if self.config.enable_depth else None
             # A syncer's first frameset may hold one stream only: wait for a full one.
-            if color and (depth is None or depth):
-                return self._bundle(frames)
+            if not color or (depth is not None and not depth):
+                continue
+            # Colour and depth more than a frame apart are not one moment (a looping
+            # recording pairs its first colour frame with its last depth frame): skip.
+            if depth is not None and abs(color.get_timestamp() - depth.get_timestamp()) \
+                    > 1000.0 / self.config.fps:
+                continue
+            return self._bundle(frames)
         raise DeviceNotAnsweringError(
             f'{self.label}: no complete frameset within {self.config.timeout_ms} ms',
             self.source.no_frames_hint)
