@@ -42,7 +42,7 @@ def test_lockstep_twin_waits_for_the_answer_to_each_state(tmp_path, ros_env):
     proc = subprocess.Popen(
         [sys.executable, '-m', 'dexmpc_ros.ros.twin_node', '--ros-args',
          '-p', 'robot:=widowx', '-p', 'task:=reach', '-p', 'publish_clock:=true',
-         '-p', 'lockstep:=true', '-p', 'lockstep_timeout_s:=0.25',
+         '-p', 'lockstep:=true', '-p', 'lockstep_timeout_s:=0.5',
          '-p', 'real_time_factor:=0.0'],
         env=env, cwd=REPO, stdout=log.open('w'), stderr=subprocess.STDOUT)
     probe = GraphProbe(int(ros_env['ROS_DOMAIN_ID']),
@@ -61,15 +61,18 @@ def test_lockstep_twin_waits_for_the_answer_to_each_state(tmp_path, ros_env):
     try:
         probe.spin_until(lambda: len(probe.received['joint_states']) >= 1
                          and pub.get_subscription_count() > 0, 30.0, 'the twin')
-        # Unanswered: one step per timeout (0.25 s), though the twin may run flat out.
-        probe.spin_for(0.3)
+        # Unanswered: one step per timeout (0.5 s: a probe stalled by a busy CI machine must
+        # not look unanswered below), though the twin may run flat out.
+        probe.spin_for(0.6)
         before = len(probe.received['joint_states'])
         probe.spin_for(2.0)
         unanswered = len(probe.received['joint_states']) - before
-        assert 4 <= unanswered <= 12, unanswered
+        assert 2 <= unanswered <= 6, unanswered
         # Answered: as fast as the round trip allows, with no timeout.
         answering = True
-        probe.spin_for(1.0)
+        # the state published just before this was never answered: its timeout (<= 0.5 s)
+        # must be in the diagnostics (1 Hz) read below
+        probe.spin_for(2.2)
         probe.spin_until(lambda: lockstep_timeouts(probe) >= 0, 5.0, 'twin diagnostics')
         timeouts = lockstep_timeouts(probe)
         before = len(probe.received['joint_states'])

@@ -203,8 +203,18 @@ class TwinNode(Node):
 
     # Simulation loop ------------------------------------------------------------------
     def _run_fast(self) -> None:
-        while not self._stop.is_set():
+        while not self._stop.is_set() and self._tick_unless_shut_down():
+            pass
+
+    def _tick_unless_shut_down(self) -> bool:
+        """One tick; False once Ctrl-C has shut the context down under this thread."""
+        try:
             self._tick()
+        except Exception:  # noqa: BLE001 - rclpy raises RCLError once shut down
+            if not self.context.ok():
+                return False
+            raise
+        return True
 
     def _run_lockstep(self) -> None:
         period = (self.spec.period_s / self.cfg.real_time_factor
@@ -226,7 +236,8 @@ class TwinNode(Node):
                 self._stop.wait(wait)
             else:
                 due = time.monotonic()
-            self._tick()
+            if not self._tick_unless_shut_down():
+                return
 
     def _tick(self) -> None:
         with self._lock:
