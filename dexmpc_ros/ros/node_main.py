@@ -9,6 +9,7 @@ On Jazzy ``with rclpy.init()`` is unreliable, so this is the try/finally form
 from __future__ import annotations
 
 import signal
+import time
 import sys
 from collections.abc import Callable
 
@@ -17,6 +18,19 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 
 from dexmpc_ros.core.errors import ConfigError
+
+
+#: How long a RuntimeError out of spin waits to learn whether a SIGINT shutdown caused it.
+SHUTDOWN_GRACE_S = 2.0
+
+
+def _shut_down_within(seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while rclpy.ok():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def run_node(factory: Callable[[], Node], args: list[str] | None = None,
@@ -49,7 +63,8 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None,
     except RuntimeError:
         # A message taken while SIGINT shuts the context down can fail to convert (seen
         # on the safety node under a 1 kHz command flood): that is the stop, not a fault.
-        if rclpy.ok():
+        # rclpy shuts the context down on its own signal thread, so give it a moment.
+        if not _shut_down_within(SHUTDOWN_GRACE_S):
             raise
     except ConfigError as exc:
         sys.stderr.write(f'configuration error: {exc}\n')
