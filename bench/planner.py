@@ -16,6 +16,11 @@ random data, a quadratic reward ``-|s - goal|²`` per step, mean over members):
   scoring, weighting), the fast rollout.
 - ``ours (reference rollout)``: the same planner with the model's straightforward
   per-step rollout (the code before issue 4's optimization), for the before/after.
+- ``ours: rollout only``: the fast rollout of N sequences, without the planner around it.
+- ``ours: layer matmuls only``: nothing but the rollout's layer matmuls, at its shapes,
+  (a) in its chunks, one thread each, and (b) as one 2-thread ``bmm`` over all N. No
+  activation, normalization, sampling or scoring: the most any implementation of this
+  network at these shapes reaches here, so the ceiling for "% of peak".
 - ``pytorch-mppi``: ``pytorch_mppi.MPPI.command`` with ``rollout_samples = E`` (its
   ensemble path: each of the E copies of every sample is stepped by its own member) and a
   dynamics function doing one normalized Δ-step of the same ensemble per call.
@@ -45,6 +50,7 @@ import json  # noqa: E402
 import platform  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -53,6 +59,7 @@ import torch  # noqa: E402
 
 from dexmpc_ros.control.mppi import MPPIConfig, MPPIPlanner  # noqa: E402
 from dexmpc_ros.models.dynamics import DeltaDynamics, DynamicsConfig  # noqa: E402
+from dexmpc_ros.models.fast_rollout import folded_layers  # noqa: E402
 
 E, N, H, NX, NU, HIDDEN = 3, 700, 7, 52, 20, (250, 250)
 KAPPA, SIGMA, BETA = 20.0, 0.9, 0.6
@@ -153,6 +160,52 @@ def run_ours(model: Any, state: torch.Tensor, reward_fn: Callable, steps: int,
         if i >= warmup:
             times.append(time.perf_counter() - start)
     return times
+
+
+def _timed_steps(step: Callable[[], Any], steps: int, warmup: int) -> list[float]:
+    times = []
+    for i in range(warmup + steps):
+        start = time.perf_counter()
+        step()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def run_rollout_only(model: DeltaDynamics, state: torch.Tensor, steps: int,
+                     warmup: int) -> list[float]:
+    actions = torch.rand(N, H, NU, generator=torch.Generator().manual_seed(3)) * 2.0 - 1.0
+    with torch.inference_mode():
+        return _timed_steps(lambda: model.rollout(state, actions), steps, warmup)
+
+
+def run_matmuls_only(model: DeltaDynamics, chunked: bool, steps: int,
+                     warmup: int) -> list[float]:
+    """H passes of the folded layers' bmm over N samples, as chunks or as one bmm."""
+    layers = folded_layers(model)
+    chunks = THREADS if chunked else 1
+    cols = -(-(N // chunks) // 16) * 16  # the rollout pads columns to 16 floats too
+    buffers = [[torch.randn(E, layers[0].shape[2], cols)]
+               + [torch.empty(E, w.shape[1], cols) for w in layers] for _ in range(chunks)]
+
+    def one_chunk(bufs: list[torch.Tensor]) -> None:
+        for _ in range(H):
+            h = bufs[0]
+            for w, out in zip(layers, bufs[1:]):
+                h = torch.bmm(w, h, out=out)
+
+    if not chunked:
+        return _timed_steps(lambda: one_chunk(buffers[0]), steps, warmup)
+    with ThreadPoolExecutor(chunks - 1, initializer=torch.set_num_threads,
+                            initargs=(1,)) as pool:
+        def step() -> None:
+            torch.set_num_threads(1)
+            futures = [pool.submit(one_chunk, bufs) for bufs in buffers[1:]]
+            one_chunk(buffers[0])
+            for future in futures:
+                future.result()
+            torch.set_num_threads(THREADS)
+        return _timed_steps(step, steps, warmup)
 
 
 def run_pytorch_mppi(model: DeltaDynamics, state: torch.Tensor, goal: torch.Tensor,
@@ -281,6 +334,11 @@ def main() -> None:
         'ours': lambda: run_ours(model, state, reward_fn, args.steps, args.warmup),
         'ours (reference rollout)': lambda: run_ours(ReferenceRollout(model), state,
                                                      reward_fn, args.steps, args.warmup),
+        'ours: rollout only': lambda: run_rollout_only(model, state, args.steps, args.warmup),
+        'ours: layer matmuls only (chunked)': lambda: run_matmuls_only(
+            model, True, args.steps, args.warmup),
+        'ours: layer matmuls only (one bmm)': lambda: run_matmuls_only(
+            model, False, args.steps, args.warmup),
         'pytorch-mppi': lambda: run_pytorch_mppi(model, state, goal, args.steps, args.warmup),
         'torchrl MPPI': lambda: run_torchrl(model, state, goal, args.steps, args.warmup),
     }
@@ -318,8 +376,14 @@ def main() -> None:
     for row in rows:
         print('  '.join(c.ljust(w) for c, w in zip(row, widths)))
 
+    ceiling = max(results[n]['peak_fraction'] for n in results if 'matmuls only' in n)
+    print(f"\nours reaches {100 * results['ours']['peak_fraction']:.0f} % of peak; the layer "
+          f'matmuls alone, at these shapes, reach {100 * ceiling:.0f} %: the ceiling for any '
+          'implementation of this network at these shapes.')
+
     plot(results, raw, out / 'latency.png')
-    ok_peers = [n for n, r in results.items() if r['status'] == 'ok' and not n.startswith('ours')]
+    ok_peers = [n for n, r in results.items()
+                if r['status'] == 'ok' and not n.startswith('ours')]
     summary = {
         'bench': 'planner', 'settings': {'E': E, 'N': N, 'H': H, 'nx': NX, 'nu': NU,
                                          'hidden': list(HIDDEN), 'threads': THREADS,
@@ -330,6 +394,7 @@ def main() -> None:
         'gflop_per_step': flops / 1e9, 'peak_gflops': peak['gflops'],
         'peak_by_size': {str(k): v for k, v in peak['by_size'].items()},
         'results': results,
+        'matmul_ceiling_fraction': ceiling,
         'acceptance': {
             'peak_fraction_ge_0.8': results['ours']['peak_fraction'] >= 0.8,
             'p99_le_1.5_p50': results['ours']['p99_ms'] <= 1.5 * results['ours']['p50_ms'],

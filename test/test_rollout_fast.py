@@ -98,6 +98,21 @@ def test_folded_weights_follow_training_and_new_normalizers(two_threads):
     np.testing.assert_allclose(after, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
 
 
+def test_folded_weights_are_computed_once_until_a_weight_or_normalizer_changes():
+    from dexmpc_ros.models.fast_rollout import folded_layers
+    from dexmpc_ros.models.normalizer import Normalizer
+    model = fitted_model()
+    first = folded_layers(model)
+    assert folded_layers(model) is first  # planning reuses them (they cost ~2 ms each)
+    with torch.no_grad():
+        model.net.layers()[1][0].mul_(0.5)  # an in-place update, as an optimizer step does
+    second = folded_layers(model)
+    assert second is not first and not torch.equal(second[1], first[1])
+    assert folded_layers(model) is second
+    model.state_norm = Normalizer(model.state_norm.mean + 1.0, model.state_norm.std)
+    assert folded_layers(model) is not second
+
+
 def test_one_thread_and_two_threads_agree():
     model = fitted_model()
     rng = np.random.default_rng(6)

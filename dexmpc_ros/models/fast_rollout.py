@@ -79,7 +79,7 @@ def folded_layers(model: DeltaDynamics) -> list[torch.Tensor]:
     key = (tuple((p, p._version) for pair in layers for p in pair),
            tuple((nm, nm.mean, nm.std) for nm in norms))
     cached = getattr(model, '_folded_cache', None)
-    if cached is not None and len(cached[0]) == len(key[0]) and all(
+    if cached is not None and len(cached[0][0]) == len(key[0]) and all(
             x is y and vx == vy for (x, vx), (y, vy) in zip(cached[0][0], key[0])) and all(
             all(p is q for p, q in zip(c, k)) for c, k in zip(cached[0][1], key[1])):
         return cached[1]
