@@ -145,3 +145,29 @@ def test_action_noise_perturbs_only_the_executed_action(hand):
     assert 0.15 < spread < 0.35, spread
     assert np.allclose(noisy.planner.last_info['trajectory'],
                        quiet.planner.last_info['trajectory'])
+
+
+def test_evaluation_episodes_run_without_the_action_noise(hand):
+    """eval_every=3: episodes 0, 3, 6 ... execute the plan itself; the others add noise."""
+    spec, twin, layout = hand
+    rng = np.random.default_rng(0)
+    states = rng.standard_normal((200, layout.dim))
+    model = DeltaDynamics(layout.dim, 20, DynamicsConfig(hidden=(16,), epochs=1, seed=1))
+    model.fit(states, rng.uniform(-1, 1, (200, 20)), states)
+    config = dict(samples=16, horizon=3, action_space='delta', seed=3)
+    quiet = MPCController(spec, MPCConfig(**config), model, layout)
+    noisy = MPCController(spec, MPCConfig(action_noise=0.3, eval_every=3, **config), model,
+                          layout)
+    for episode in (5, 6, 7, 9):
+        quiet.reset(episode)
+        noisy.reset(episode)
+        assert noisy.evaluating == (episode % 3 == 0) and not quiet.evaluating
+        obs = observe(twin)
+        quiet.act(obs)
+        noisy.act(obs)
+        same = np.allclose(noisy.last_action, quiet.last_action)
+        assert same == noisy.evaluating, episode
+    noisy.reset()  # no episode number: not an evaluation episode
+    assert not noisy.evaluating
+    with pytest.raises(ValueError, match='eval_every'):
+        MPCConfig(eval_every=-1)

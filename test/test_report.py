@@ -225,6 +225,21 @@ def test_a_task_without_a_success_rule_gets_returns_only(run, tmp_path):
     assert 'final |' not in md and "task 'baoding' has no success rule" in md
 
 
+def test_evaluation_episodes_are_the_planned_multiples_of_eval_every(run, tmp_path):
+    folder = tmp_path / 'evaluated'
+    shutil.copytree(run[0], folder)
+    spec = yaml.safe_load((folder / 'spec.yaml').read_text())
+    spec['nodes']['mpc']['parameters']['eval_every'] = 2
+    (folder / 'spec.yaml').write_text(yaml.safe_dump(spec))
+    records = run_episodes(folder)
+    # planned from episode 4 on (the explored episode 2 is not an evaluation)
+    assert [r.episode for r in records if r.evaluation] == [4, 6, 8]
+    assert not any(r.evaluation for r in run_episodes(run[0]))  # eval_every unset
+    write_report(folder)
+    md = (folder / 'report' / 'report.md').read_text()
+    assert 'evaluation episodes (no action noise): 3, ' in md
+
+
 def test_a_rule_on_a_missing_entry_is_an_error_naming_it(run):
     with pytest.raises(BagError, match="task_state lacks 'no_such_entry'"):
         run_episodes(run[0], SuccessRule('no_such_entry', 1.0))

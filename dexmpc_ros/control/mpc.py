@@ -67,6 +67,8 @@ class MPCConfig:
         action_noise: std of Gaussian noise added to each executed action (normalized
             units, then clipped to [-1, 1]); exploration while collecting data, 0 = PDDM.
             The planner's own mean sequence stays noise-free.
+        eval_every: every k-th episode (the robot's episode number a multiple of k) runs
+            without ``action_noise``: an evaluation episode; 0 = none.
         seed: planner noise seed (-1: nondeterministic).
         threads: torch threads for planning (0: leave torch's setting); 1 suits a busy
             2-core machine.
@@ -88,6 +90,7 @@ class MPCConfig:
     cem_elites: int = 20
     std_penalty: float = 0.0
     action_noise: float = 0.0
+    eval_every: int = 0
     seed: int = 0
     threads: int = 1
     action_space: str = 'absolute'
@@ -102,6 +105,8 @@ class MPCConfig:
             raise ValueError(f'std_penalty must be finite and >= 0, got {self.std_penalty!r}')
         if not (math.isfinite(self.action_noise) and self.action_noise >= 0):
             raise ValueError(f'action_noise must be finite and >= 0, got {self.action_noise!r}')
+        if not (isinstance(self.eval_every, int) and self.eval_every >= 0):
+            raise ValueError(f'eval_every must be an int >= 0, got {self.eval_every!r}')
 
     def planner_config(self) -> Any:
         """The planner's own config (its __post_init__ checks horizon, samples, ...)."""
@@ -151,6 +156,7 @@ class MPCController:
         self.explorer = explorer
         self._noise_rng = np.random.default_rng(None if self.config.seed < 0
                                                 else self.config.seed + 1)
+        self.evaluating = False
         if model is not None:
             self.swap(model, layout)
 
@@ -188,8 +194,15 @@ class MPCController:
             reward = self.task_reward(layout)
         self.model, self.layout, self._reward = model, layout, reward  # one tick sees all
 
-    def reset(self) -> None:
-        """New episode: forget the planner's warm start (and the explorer's walk)."""
+    def reset(self, episode: int | None = None) -> None:
+        """
+        New episode: forget the planner's warm start (and the explorer's walk).
+
+        ``episode`` (the robot's episode number) makes it an evaluation episode, without
+        ``action_noise``, when it is a multiple of ``eval_every``.
+        """
+        every = self.config.eval_every
+        self.evaluating = bool(every) and episode is not None and episode % every == 0
         self.planner.reset()
         if self.explorer is not None:
             self.explorer.reset()
@@ -209,7 +222,7 @@ class MPCController:
         with torch_threads(self.config.threads):
             action = self.planner.plan(torch.from_numpy(state).float(), model, reward)
             self.uncertainty = self._disagreement(model, state, action)
-        if self.config.action_noise > 0:
+        if self.config.action_noise > 0 and not self.evaluating:
             action = np.clip(action + self._noise_rng.normal(
                 0.0, self.config.action_noise, action.shape), -1.0, 1.0)
         self.last_state, self.last_action = state, action

@@ -5,7 +5,9 @@ Reads ``joint_states`` + ``task_state``; each tick plans with ``control.mpc.MPCC
 and publishes ``command_raw`` stamped with the observation it used, the member-mean
 predicted joint positions on ``controller/plan`` and the ensemble disagreement on
 ``controller/uncertainty`` (the safety supervisor's opt-in hooks read both). A new
-``episode`` resets the planner's warm start.
+``episode`` resets the planner's warm start; with ``eval_every`` = k, episodes whose number
+is a multiple of k run without ``action_noise`` (evaluation episodes; the report and
+bench/reproduce_pddm_valve.py count them apart).
 
 Checkpoints: the ``checkpoint`` parameter names one to start with (empty: publish nothing
 until one arrives, so the supervisor holds the robot; or, with ``explore``, run PDDM's
@@ -124,7 +126,7 @@ class MPCNode(Node):
             self._tick_if_new_state()
 
     def _on_episode(self, msg: Int32) -> None:
-        self.mpc.reset()
+        self.mpc.reset(msg.data)
 
     def _on_checkpoint(self, msg: String) -> None:
         if msg.data and msg.data != self.checkpoint:
@@ -248,7 +250,7 @@ class MPCNode(Node):
                   'plan_ms_p50': float(np.nanpercentile(plan, 50)) if self._plan_ms else 0.0,
                   'plan_ms_p99': float(np.nanpercentile(plan, 99)) if self._plan_ms else 0.0,
                   'uncertainty': self.mpc.uncertainty, 'last_error': error,
-                  'exploring': self.mpc.exploring}
+                  'exploring': self.mpc.exploring, 'evaluating': self.mpc.evaluating}
         if not self.checkpoint and self.mpc.exploring:
             level, message = 'ok', 'exploring (random walk) until the first checkpoint'
         elif not self.checkpoint:

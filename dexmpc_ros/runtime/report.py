@@ -56,7 +56,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -123,6 +123,8 @@ class EpisodeRecord:
         checkpoint: the checkpoint in force when it started (None: no model yet).
         env_steps: env steps recorded up to its end, counted over the whole bag.
         partial: the recording started during it (left out of statistics).
+        evaluation: planned with the mpc node's ``action_noise`` off (its ``eval_every``
+            divides the episode number).
     """
 
     episode: int
@@ -136,6 +138,7 @@ class EpisodeRecord:
     checkpoint: str | None
     env_steps: int
     partial: bool = False
+    evaluation: bool = False
 
     @property
     def planned(self) -> bool:
@@ -551,8 +554,18 @@ def run_episodes(run_dir: str | Path, rule: SuccessRule | None = None
         rule = SUCCESS_RULES.get(task_of(spec) or '')
     mpc = node_names(spec, 'mpc')
     mpc_diag = diagnostics_of(bag['diagnostics'], mpc[0]) if mpc else []
-    return episode_records(bag, rule, planning_swaps(run_dir, spec, mpc_diag),
-                           _episode_steps(spec))
+    return mark_evaluations(episode_records(bag, rule, planning_swaps(run_dir, spec, mpc_diag),
+                                            _episode_steps(spec)), spec)
+
+
+def mark_evaluations(records: list[EpisodeRecord], spec: dict[str, Any]
+                     ) -> list[EpisodeRecord]:
+    """Flag the planned episodes the mpc node ran without action noise (its eval_every)."""
+    mpc = node_names(spec, 'mpc')
+    every = node_params(spec, mpc[0]).get('eval_every', 0) if mpc else 0
+    if not (isinstance(every, int) and not isinstance(every, bool) and every > 0):
+        return records
+    return [replace(r, evaluation=r.planned and r.episode % every == 0) for r in records]
 
 
 def _episode_steps(spec: dict[str, Any]) -> int:
@@ -628,7 +641,8 @@ def build_report(run_dir: str | Path, outcome: RunOutcome | None = None) -> Repo
         if rule is not None and 'task_state' not in bag:
             notes.append(f'no task_state topic: success of {task} is not available')
             rule = None
-        episodes = episode_records(bag, rule, swaps, _episode_steps(spec))
+        episodes = mark_evaluations(episode_records(bag, rule, swaps, _episode_steps(spec)),
+                                    spec)
     elif bag_dir.exists():
         notes.append('the bag has no episode topic: no per-episode results')
     if task and rule is None and 'task_state' in bag:
@@ -743,6 +757,11 @@ def _summary(report: Report) -> list[Block]:
                      f'before the first model {_pct(_mean_success(explored))}, planned '
                      f'{_pct(_mean_success(planned))}, last 20 planned '
                      f'{_pct(_mean_success(planned[-20:]))}')
+            evaluation = [r for r in planned if r.evaluation]
+            if evaluation:
+                line += (f'; evaluation episodes (no action noise): {len(evaluation)}, '
+                         f'{_pct(_mean_success(evaluation))}, last 20 '
+                         f'{_pct(_mean_success(evaluation[-20:]))}')
         items.append(line)
     if report.checkpoints:
         accepted = sum(e.accepted for e in report.checkpoints)
