@@ -162,9 +162,11 @@ def test_watchdog_trips_once_and_recovers():
     clock.now += 0.4
     assert dog.check().silent is False                  # within the timeout from start
     clock.now += 0.2
-    status = dog.check()                                # never fed, 0.6 s: silent
+    assert dog.check().event is None                    # 0.6 s: overdue, once
+    clock.now += 0.1
+    status = dog.check()                                # overdue twice in a row: silent
     assert (status.silent, status.event, status.fault) == (True, 'tripped', SILENT_CONTROLLER)
-    assert status.age_s == pytest.approx(0.6)
+    assert status.age_s == pytest.approx(0.7)
     clock.now += 1.0
     assert dog.check().event is None and dog.check().silent   # one trip, one e-stop request
     dog.feed()
@@ -175,7 +177,22 @@ def test_watchdog_trips_once_and_recovers():
         dog.feed()
         assert dog.check() == dataclasses.replace(status, event=None, age_s=0.0)
     clock.now += 0.51
+    assert dog.check().event is None
     assert dog.check().event == 'tripped'
+
+
+def test_watchdog_ignores_a_stall_of_its_own_executor():
+    """States queued behind a stalled executor are taken after the first late check."""
+    clock = FakeClock()
+    dog = StateWatchdog(0.3, clock)
+    dog.feed()
+    clock.now += 0.8             # the node stalled; the hand kept publishing meanwhile
+    assert dog.check().event is None
+    dog.feed()                   # the queued states
+    for _ in range(5):
+        clock.now += 0.05
+        dog.feed()
+        assert dog.check().event is None and not dog.check().silent
 
 
 @pytest.mark.parametrize('kwargs, field', [

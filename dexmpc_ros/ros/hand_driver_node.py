@@ -15,9 +15,10 @@ The hand runs its own controller manager (Shadow's stack, or the simulated syste
   ``command_mode`` is ``forward``, or ``<controller>/joint_trajectory`` (one point,
   ``time_from_start = point_time_s``, header stamp 0 = start now) when ``trajectory``;
 * watches the state stream (:class:`StateWatchdog`): silence longer than
-  ``state_timeout_s`` -> diagnostics ERROR ``silent controller`` and ``safety/estop``
-  true, once; the first state after it -> diagnostics OK again. The supervisor keeps its
-  e-stop latched until ``safety/reset``, as it defines.
+  ``state_timeout_s`` on two checks in a row (checks every timeout/5) -> diagnostics ERROR
+  ``silent controller`` and ``safety/estop`` true, once; the first state after it ->
+  diagnostics OK again. The supervisor keeps its e-stop latched until ``safety/reset``, as
+  it defines.
 
 The controller's joint list: ``controller_joints`` if given, else its ``joints:`` in
 ``controllers_file`` (default ``config/controllers/hand24_controllers.yaml``), else, for

@@ -271,8 +271,8 @@ class WatchdogStatus:
     Attributes:
         silent: no state for longer than the timeout (or never, past the timeout).
         age_s: seconds since the last state (since start when none came yet).
-        event: ``tripped`` on the check that first finds it silent (the node sends ONE
-            e-stop request), ``recovered`` on the first state after silence, else None.
+        event: ``tripped`` on the second check in a row that finds it silent (the node
+            sends ONE e-stop request), ``recovered`` on the first state after silence, else None.
         fault: ``'silent controller'`` while silent, else ''.
     """
 
@@ -290,6 +290,11 @@ class StateWatchdog:
     ``tripped`` event becomes an e-stop request to the safety supervisor (which latches it
     until reset), ``recovered`` a diagnostics message. Times come from ``clock``.
 
+    It trips on the second check in a row past the timeout with no state between: when a
+    loaded machine stalls the node's executor, the first check after the stall runs before
+    the states queued behind it, which are no silence (tripping on them, then "recovering"
+    and tripping again, sent two e-stops for one silence). The cost is one check period.
+
     Args:
         timeout_s: longest allowed silence [s].
         clock: monotonic seconds (default time.monotonic); the silence before the first
@@ -303,11 +308,13 @@ class StateWatchdog:
         self._clock = clock
         self._last = clock()
         self._silent = False
+        self._overdue = False  # the last check found it past the timeout
         self._pending_recovery = False
 
     def feed(self) -> None:
         """A state arrived now."""
         self._last = self._clock()
+        self._overdue = False
         if self._silent:
             self._silent = False
             self._pending_recovery = True
@@ -317,7 +324,9 @@ class StateWatchdog:
         age = self._clock() - self._last
         event = None
         if age > self.timeout_s and not self._silent:
-            self._silent, self._pending_recovery, event = True, False, 'tripped'
+            if self._overdue:
+                self._silent, self._pending_recovery, event = True, False, 'tripped'
+            self._overdue = True
         elif self._pending_recovery:
             self._pending_recovery, event = False, 'recovered'
         return WatchdogStatus(self._silent, age, event, SILENT_CONTROLLER if self._silent else '')
