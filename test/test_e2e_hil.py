@@ -13,7 +13,6 @@ Two smaller tests cover the world without ROS and the driver waiting for a late 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from dexmpc_ros.core.robot_spec import load_robot_spec
 from dexmpc_ros.data.bag_reader import episodes, joint_state_series, read_bag, split_states
 from dexmpc_ros.emulators.hil_world import HilWorld
 from dexmpc_ros.robots.drivers.registry import make_driver
+from node_process import start_node, stop
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIRED_TOPICS = ('/joint_states', '/command_raw', '/command', '/diagnostics', '/task_state',
@@ -179,14 +179,9 @@ def test_driver_node_waits_for_a_late_port(tmp_path, ros_env, ros_domain):
     from dexmpc_ros.ros.probe import GraphProbe
 
     port = tmp_path / 'dev' / 'ttyDXL'
-    params = tmp_path / 'params.yaml'
-    params.write_text(yaml.safe_dump({'/**': {'ros__parameters': {
+    proc, log = start_node('dexmpc_ros.ros.driver_node', tmp_path, ros_env, {
         'robot': 'widowx', 'driver': 'widowx', 'driver_options': f'{{port: {port}}}',
-        'connect_wait_s': 10.0}}}))
-    log = tmp_path / 'driver.log'
-    proc = subprocess.Popen([sys.executable, '-m', 'dexmpc_ros.ros.driver_node', '--ros-args',
-                             '--params-file', str(params)], env=ros_env, cwd=REPO,
-                            stdout=log.open('w'), stderr=subprocess.STDOUT)
+        'connect_wait_s': 10.0}, 'driver.log')
     probe = world = None
     try:
         time.sleep(2.0)                                   # the port does not exist yet
@@ -199,13 +194,7 @@ def test_driver_node_waits_for_a_late_port(tmp_path, ros_env, ros_domain):
     finally:
         if probe is not None:
             probe.close()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc)
         if world is not None:
             world.stop()
     assert proc.returncode == 0, log.read_text()

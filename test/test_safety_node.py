@@ -7,7 +7,6 @@ command, diagnostics, the latched safety/state; calls safety/reset and safety/ar
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 from dexmpc_ros.ros import convert  # noqa: E402
 from dexmpc_ros.ros.probe import GraphProbe  # noqa: E402
 from dexmpc_ros.runtime.ros_env import ros_environment  # noqa: E402
+from node_process import stop  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,16 +68,6 @@ def start_safety(tmp_path: Path, yaml_text: str, domain: int, *params: str
                              *args], env=env, cwd=REPO, stdout=log.open('w'),
                             stderr=subprocess.STDOUT)
     return proc, log
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 class Probe(GraphProbe):

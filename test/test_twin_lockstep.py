@@ -6,12 +6,6 @@ this test plays the controller.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -24,8 +18,7 @@ from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 from dexmpc_ros.core.robot_spec import load_robot_spec  # noqa: E402
 from dexmpc_ros.ros import convert  # noqa: E402
 from dexmpc_ros.ros.probe import GraphProbe  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
+from node_process import start_node, stop  # noqa: E402
 
 
 def lockstep_timeouts(probe: GraphProbe) -> int:
@@ -36,15 +29,9 @@ def lockstep_timeouts(probe: GraphProbe) -> int:
 
 def test_lockstep_twin_waits_for_the_answer_to_each_state(tmp_path, ros_env):
     spec = load_robot_spec('widowx')
-    path = os.pathsep.join(filter(None, [str(REPO), ros_env.get('PYTHONPATH')]))
-    env = dict(ros_env, PYTHONPATH=path)
-    log = tmp_path / 'twin.log'
-    proc = subprocess.Popen(
-        [sys.executable, '-m', 'dexmpc_ros.ros.twin_node', '--ros-args',
-         '-p', 'robot:=widowx', '-p', 'task:=reach', '-p', 'publish_clock:=true',
-         '-p', 'lockstep:=true', '-p', 'lockstep_timeout_s:=0.5',
-         '-p', 'real_time_factor:=0.0'],
-        env=env, cwd=REPO, stdout=log.open('w'), stderr=subprocess.STDOUT)
+    proc, log = start_node('dexmpc_ros.ros.twin_node', tmp_path, ros_env, {
+        'robot': 'widowx', 'task': 'reach', 'publish_clock': True, 'lockstep': True,
+        'lockstep_timeout_s': 0.5, 'real_time_factor': 0.0}, 'twin.log')
     probe = GraphProbe(int(ros_env['ROS_DOMAIN_ID']),
                        {'joint_states': JointState, 'diagnostics': DiagnosticArray},
                        name='lockstep_probe')
@@ -88,8 +75,4 @@ def test_lockstep_twin_waits_for_the_answer_to_each_state(tmp_path, ros_env):
         assert proc.poll() is None, log.read_text()
     finally:
         probe.close()
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
