@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -251,12 +253,16 @@ def test_registry_takes_the_robot_yaml_driver_section_as_options(tmp_path):
     assert roach.config.port == '/dev/ttyR' and roach.config.retries == 0
 
 
-def test_widowx_driver_through_the_node_on_the_emulated_bus(tmp_path, ros_env, ros_domain):
-    """The real WidowXDriver (dynamixel_sdk) in the node, the emulated bus in this process."""
-    from dexmpc_ros.emulators.dynamixel_bus import widowx_bus_emulator
-    from dexmpc_ros.robots.drivers import dynamixel_protocol as dxl
+@contextmanager
+def widowx_node_on_emulated_bus(tmp_path, ros_env, ros_domain) -> Iterator[tuple]:
+    """
+    The real WidowXDriver (dynamixel_sdk) in a driver node, the emulated bus in this process.
 
-    spec = load_robot_spec('widowx')
+    Yields (bus, manager probe, alive) once joint_states stream and the node subscribes to
+    commands; ``alive()`` asserts the node process is still running (its log otherwise).
+    """
+    from dexmpc_ros.emulators.dynamixel_bus import widowx_bus_emulator
+
     bus = widowx_bus_emulator().start()
     proc = probe = None
     try:
@@ -264,11 +270,29 @@ def test_widowx_driver_through_the_node_on_the_emulated_bus(tmp_path, ros_env, r
                                driver_options=f'{{port: {bus.path}}}')
         probe = Manager(ros_domain)
 
-        def streaming() -> bool:
+        def alive() -> None:
             assert proc.poll() is None, log.read_text()
+
+        def streaming() -> bool:
+            alive()
             return bool(probe.received['joint_states']) and \
                 probe.pub_command.get_subscription_count() > 0
         probe.spin_until(streaming, 20.0, 'widowx joint_states')
+        yield bus, probe, alive
+    finally:
+        if probe is not None:
+            probe.close()
+        if proc is not None:
+            stop(proc)
+        bus.stop()
+
+
+def test_widowx_driver_through_the_node_on_the_emulated_bus(tmp_path, ros_env, ros_domain):
+    """The real WidowXDriver (dynamixel_sdk) in the node, the emulated bus in this process."""
+    from dexmpc_ros.robots.drivers import dynamixel_protocol as dxl
+
+    spec = load_robot_spec('widowx')
+    with widowx_node_on_emulated_bus(tmp_path, ros_env, ros_domain) as (bus, probe, _):
         first = probe.received['joint_states'][-1][1]
         assert list(first.name) == spec.joint_names
         start = np.asarray(first.position)[spec.actuated_index]
@@ -291,35 +315,13 @@ def test_widowx_driver_through_the_node_on_the_emulated_bus(tmp_path, ros_env, r
         assert 'servo 2 (shoulder): overload' in status.message
         probe.spin_until(lambda: probe.received['safety/estop'], 5.0, 'safety/estop')
         assert [m.data for _, m in probe.received['safety/estop']] == [True]
-    finally:
-        if probe is not None:
-            probe.close()
-        if proc is not None:
-            stop(proc)
-        bus.stop()
 
 
 def test_widowx_node_unplug_and_silent_servo_hold_then_recover(tmp_path, ros_env, ros_domain):
     """Issue 5 through the node: cable pulled, then a servo gone quiet; each held and recovered."""
-    from dexmpc_ros.emulators.dynamixel_bus import widowx_bus_emulator
-
     spec = load_robot_spec('widowx')
     waist = spec.joint_names.index('waist')
-    bus = widowx_bus_emulator().start()
-    proc = probe = None
-    try:
-        proc, log = start_node(tmp_path, ros_env, robot='widowx', driver='widowx',
-                               driver_options=f'{{port: {bus.path}}}')
-        probe = Manager(ros_domain)
-
-        def alive() -> None:
-            assert proc.poll() is None, log.read_text()
-
-        def streaming() -> bool:
-            alive()
-            return bool(probe.received['joint_states']) and \
-                probe.pub_command.get_subscription_count() > 0
-        probe.spin_until(streaming, 20.0, 'widowx joint_states')
+    with widowx_node_on_emulated_bus(tmp_path, ros_env, ros_domain) as (bus, probe, alive):
         start = np.asarray(probe.received['joint_states'][-1][1].position)[spec.actuated_index]
 
         def command_waist(offset: float) -> bool:
@@ -374,12 +376,6 @@ def test_widowx_node_unplug_and_silent_servo_hold_then_recover(tmp_path, ros_env
         assert answer.success and 'servo 4 (elbow)' in answer.message, answer.message
         recovered_and_moving(0.15)
         assert [m.data for _, m in probe.received['safety/estop']] == [True, True]
-    finally:
-        if probe is not None:
-            probe.close()
-        if proc is not None:
-            stop(proc)
-        bus.stop()
 
 
 def test_roach_driver_through_the_node_link_loss_and_recover(tmp_path, ros_env, ros_domain):
