@@ -123,16 +123,22 @@ def test_sample_velocities_reaches_the_mppi_planner():
     assert config.sample_velocities is True
 
 
-def test_action_noise_perturbs_only_the_executed_action(hand):
-    """Exploration noise: executed = clip(plan + N(0, std)); the planner's plan is untouched."""
-    spec, twin, layout = hand
+def quiet_and_noisy(hand, **noisy_config) -> tuple[MPCController, MPCController]:
+    """Two MPCs on one small model and planner seed: without, and with ``noisy_config``."""
+    spec, _, layout = hand
     rng = np.random.default_rng(0)
     states = rng.standard_normal((200, layout.dim))
     model = DeltaDynamics(layout.dim, 20, DynamicsConfig(hidden=(16,), epochs=1, seed=1))
     model.fit(states, rng.uniform(-1, 1, (200, 20)), states)
     config = dict(samples=16, horizon=3, action_space='delta', seed=3)
-    quiet = MPCController(spec, MPCConfig(**config), model, layout)
-    noisy = MPCController(spec, MPCConfig(action_noise=0.3, **config), model, layout)
+    return (MPCController(spec, MPCConfig(**config), model, layout),
+            MPCController(spec, MPCConfig(**noisy_config, **config), model, layout))
+
+
+def test_action_noise_perturbs_only_the_executed_action(hand):
+    """Exploration noise: executed = clip(plan + N(0, std)); the planner's plan is untouched."""
+    twin = hand[1]
+    quiet, noisy = quiet_and_noisy(hand, action_noise=0.3)
     differences = []
     for _ in range(20):
         obs = observe(twin)
@@ -149,15 +155,8 @@ def test_action_noise_perturbs_only_the_executed_action(hand):
 
 def test_evaluation_episodes_run_without_the_action_noise(hand):
     """eval_every=3: episodes 0, 3, 6 ... execute the plan itself; the others add noise."""
-    spec, twin, layout = hand
-    rng = np.random.default_rng(0)
-    states = rng.standard_normal((200, layout.dim))
-    model = DeltaDynamics(layout.dim, 20, DynamicsConfig(hidden=(16,), epochs=1, seed=1))
-    model.fit(states, rng.uniform(-1, 1, (200, 20)), states)
-    config = dict(samples=16, horizon=3, action_space='delta', seed=3)
-    quiet = MPCController(spec, MPCConfig(**config), model, layout)
-    noisy = MPCController(spec, MPCConfig(action_noise=0.3, eval_every=3, **config), model,
-                          layout)
+    twin = hand[1]
+    quiet, noisy = quiet_and_noisy(hand, action_noise=0.3, eval_every=3)
     for episode in (5, 6, 7, 9):
         quiet.reset(episode)
         noisy.reset(episode)
