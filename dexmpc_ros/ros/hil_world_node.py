@@ -36,12 +36,8 @@ import tempfile
 from dataclasses import dataclass
 
 from diagnostic_msgs.msg import DiagnosticArray
-from nav_msgs.msg import Odometry
 from rclpy.node import Node
-from rclpy.qos import QoSDurabilityPolicy, QoSProfile
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64, Int32
-from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
 from dexmpc_ros.core.rate import RateMeter
@@ -51,8 +47,7 @@ from dexmpc_ros.ros import convert
 from dexmpc_ros.ros.driver_node import parse_options
 from dexmpc_ros.ros.node_main import run_node
 from dexmpc_ros.ros.params import config_from_node, declare
-
-LATCHED = QoSProfile(depth=1, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+from dexmpc_ros.ros.world_topics import WorldTopics
 #: A state stamped this soon after a reset may have been read before it [ns]: the driver
 #: stamps after its read returns (a sync read or telemetry wait takes a few ms).
 RESET_SETTLE_NS = 20_000_000
@@ -108,13 +103,8 @@ class HilWorldNode(Node):
         self._rate = RateMeter()
         self._skipped = 0
 
-        self.pub_task = self.create_publisher(JointState, 'task_state', 10)
-        self.pub_reward = self.create_publisher(Float64, 'reward', 10)
-        self.pub_episode = self.create_publisher(Int32, 'episode', LATCHED)
-        self.pub_episode_start = self.create_publisher(Header, 'episode_start', LATCHED)
+        self.topics = WorldTopics(self, odom=self.world.observe().odom is not None)
         self.pub_diag = self.create_publisher(DiagnosticArray, 'diagnostics', 10)
-        self.pub_odom = (self.create_publisher(Odometry, 'odom', 10)
-                         if self.world.observe().odom is not None else None)
         self.create_subscription(JointState, 'joint_states', self._on_joint_states, 10)
         self.create_service(Trigger, 'reset_episode', self._on_reset)
         self.create_timer(1.0, self._publish_diagnostics)
@@ -150,20 +140,16 @@ class HilWorldNode(Node):
             self._awaiting = None
             self._episode_step = 0
             self._episode_return = 0.0
-            self.pub_episode.publish(Int32(data=self._episode))
-            self.pub_episode_start.publish(convert.header(stamp, str(self._episode)))
+            self.topics.episode(stamp, self._episode)
         self._last_stamp = stamp
         self._rate.tick()
-        self.pub_task.publish(convert.joint_state_msg(stamp, sample.task_names,
-                                                      sample.task_values))
-        if self.pub_odom is not None and sample.odom is not None:
-            self.pub_odom.publish(convert.odometry_msg(stamp, sample.odom))
+        self.topics.state(stamp, sample.task_names, sample.task_values, sample.odom)
         if first:
             return
         self._episode_step += 1
         self._last_reward = sample.reward
         self._episode_return += sample.reward
-        self.pub_reward.publish(Float64(data=sample.reward))
+        self.topics.reward(sample.reward)
         if sample.done or (self.cfg.episode_steps and
                            self._episode_step >= self.cfg.episode_steps):
             self._start_reset()

@@ -39,14 +39,12 @@ import numpy as np
 import yaml
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
-from rclpy.qos import QoSDurabilityPolicy, QoSProfile, qos_profile_sensor_data
+from rclpy.qos import qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Float64, Header, Int32
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 from diagnostic_msgs.msg import DiagnosticArray
-from nav_msgs.msg import Odometry
 
 from dexmpc_ros.core.errors import ConfigError
 from dexmpc_ros.core.rate import RateMeter
@@ -55,8 +53,7 @@ from dexmpc_ros.robots.twins import make_twin
 from dexmpc_ros.ros import convert
 from dexmpc_ros.ros.node_main import run_node
 from dexmpc_ros.ros.params import config_from_node, declare
-
-LATCHED = QoSProfile(depth=1, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+from dexmpc_ros.ros.world_topics import WorldTopics
 
 
 @dataclass(frozen=True)
@@ -142,13 +139,8 @@ class TwinNode(Node):
         self._last_state_stamp = -1
 
         self.pub_joints = self.create_publisher(JointState, 'joint_states', 10)
-        self.pub_task = self.create_publisher(JointState, 'task_state', 10)
-        self.pub_reward = self.create_publisher(Float64, 'reward', 10)
-        self.pub_episode = self.create_publisher(Int32, 'episode', LATCHED)
-        self.pub_episode_start = self.create_publisher(Header, 'episode_start', LATCHED)
+        self.topics = WorldTopics(self, odom=self.twin.odom() is not None)
         self.pub_diag = self.create_publisher(DiagnosticArray, 'diagnostics', 10)
-        self.pub_odom = (self.create_publisher(Odometry, 'odom', 10)
-                         if self.twin.odom() is not None else None)
         self.pub_image = (self.create_publisher(Image, 'camera/color/image_raw',
                                                 qos_profile_sensor_data)
                           if self.cfg.camera else None)
@@ -265,8 +257,7 @@ class TwinNode(Node):
         self._episode_step = 0
         self._episode_return = 0.0
         stamp = self._state_stamp()
-        self.pub_episode.publish(Int32(data=self._episode))
-        self.pub_episode_start.publish(convert.header(stamp, str(self._episode)))
+        self.topics.episode(stamp, self._episode)
         self._publish_state(with_reward=False, stamp=stamp)
 
     def _stamp_ns(self) -> int:
@@ -289,12 +280,9 @@ class TwinNode(Node):
         self.pub_joints.publish(convert.joint_state_msg(
             stamp, self.spec.joint_names, joints.position, joints.velocity, joints.effort))
         names, values = self.twin.task_state()
-        self.pub_task.publish(convert.joint_state_msg(stamp, names, values))
+        self.topics.state(stamp, names, values, self.twin.odom())
         if with_reward:
-            self.pub_reward.publish(Float64(data=self._last_reward))
-        pose = self.twin.odom()
-        if self.pub_odom is not None and pose is not None:
-            self.pub_odom.publish(convert.odometry_msg(stamp, pose))
+            self.topics.reward(self._last_reward)
         if self.pub_image is not None and self.twin.time >= self._next_image_time:
             self._next_image_time = self.twin.time + 1.0 / self.cfg.camera_rate_hz
             rgb = self.twin.render(self.cfg.camera_width, self.cfg.camera_height)
