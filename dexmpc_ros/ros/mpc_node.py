@@ -199,7 +199,7 @@ class MPCNode(Node):
         self._plan()
 
     def _count_missed(self, ticks: int, gap_ns: int) -> None:
-        """Count missed ticks, apart those that fell while a checkpoint loaded or swapped."""
+        """Count missed ticks; those while a checkpoint loads or swaps in also apart."""
         with self._lock:
             in_swap = self._loading > 0 or self._pending is not None
         in_swap = in_swap or self._ticks_after_swap > 0

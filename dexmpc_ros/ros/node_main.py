@@ -9,8 +9,8 @@ On Jazzy ``with rclpy.init()`` is unreliable, so this is the try/finally form
 from __future__ import annotations
 
 import signal
-import time
 import sys
+import time
 from collections.abc import Callable
 
 import rclpy
