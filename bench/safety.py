@@ -137,13 +137,15 @@ def run_estop_and_freeze(domain: int, robot: str, trials: int, out: Path) -> dic
     name, overrides = MOTION[robot]
     spec = load_robot_spec(robot)
     estops, freeze = [], {}
-    with started(load_experiment(name, overrides), out / f'estop_{robot}', domain) as runner:
+    experiment = load_experiment(name, overrides)
+    episode_s = fault_trials.episode_seconds(experiment, spec)
+    with started(experiment, out / f'estop_{robot}', domain) as runner:
         probe = GraphProbe(domain, PROBE_TOPICS)
         try:
             fault_trials.ensure_armed(probe)
             for _ in range(trials):
                 probe.spin_for(2.0)
-                estops.append(fault_trials.estop_trial(probe, spec))
+                estops.append(fault_trials.estop_trial(probe, spec, episode_s=episode_s))
             probe.spin_for(1.5)
             freeze = fault_trials.freeze_trial(probe, runner, spec)
         finally:
@@ -155,14 +157,15 @@ def run_kill(domain: int, robot: str, trials: int, out: Path) -> list[dict]:
     name, overrides = MOTION[robot]
     spec = load_robot_spec(robot)
     results = []
+    experiment = load_experiment(name, overrides)
+    episode_s = fault_trials.episode_seconds(experiment, spec)
     for k in range(trials):
-        with started(load_experiment(name, overrides), out / f'kill_{robot}_{k}',
-                     domain) as runner:
+        with started(experiment, out / f'kill_{robot}_{k}', domain) as runner:
             probe = GraphProbe(domain, PROBE_TOPICS)
             try:
                 fault_trials.ensure_armed(probe)
                 probe.spin_for(2.0 + 0.37 * k)  # kill at different phases of the motion
-                results.append(fault_trials.kill_trial(probe, runner, spec))
+                results.append(fault_trials.kill_trial(probe, runner, spec, episode_s=episode_s))
             finally:
                 probe.close()
     return results

@@ -81,7 +81,9 @@ def test_hostile_controller_never_drives_a_twin_outside_its_limits(experiment, t
 def test_estop_freeze_and_kill_on_the_moving_arm(tmp_path, ros_domain):
     spec = load_robot_spec('widowx')
     period_ms = spec.period_s * 1e3
-    with started(load_experiment('widowx_scripted_sim'), tmp_path / 'run', ros_domain) as runner:
+    experiment = load_experiment('widowx_scripted_sim')
+    episode_s = fault_trials.episode_seconds(experiment, spec)   # 10 s
+    with started(experiment, tmp_path / 'run', ros_domain) as runner:
         probe = GraphProbe(ros_domain, {'command': JointTrajectory, 'joint_states': JointState,
                                         'episode': Int32})
         try:
@@ -95,7 +97,7 @@ def test_estop_freeze_and_kill_on_the_moving_arm(tmp_path, ros_domain):
             #    one period + one hop (median: a trial that bumps the cube takes longer).
             trials = []
             for _ in range(3):
-                trials.append(estop_trial(probe, spec))
+                trials.append(estop_trial(probe, spec, episode_s=episode_s))
                 probe.spin_for(1.5)
             for estop in trials:
                 assert estop['moving'] > 0.1, estop  # the arm was moving (> 10 % of limit)
@@ -119,7 +121,7 @@ def test_estop_freeze_and_kill_on_the_moving_arm(tmp_path, ros_domain):
             probe.spin_for(1.5)
 
             # 3. SIGKILL the controller mid-motion: hold within watchdog + one period.
-            kill = kill_trial(probe, runner, spec)
+            kill = kill_trial(probe, runner, spec, episode_s=episode_s)
             assert kill['moving'] > 0.1, kill
             assert kill['hold_ms'] <= 100 + period_ms + SLACK_MS, kill
             assert kill['holds'] >= 10 and kill['constant'] == 1.0, kill

@@ -28,6 +28,7 @@ from dexmpc_ros.core.robot_spec import RobotSpec
 from dexmpc_ros.robots.kinematics import KINEMATICS
 from dexmpc_ros.ros import convert
 from dexmpc_ros.ros.probe import GraphProbe
+from dexmpc_ros.runtime.experiment import Experiment
 from dexmpc_ros.runtime.runner import ExperimentRunner
 from dexmpc_ros.safety.audit import settle_time
 
@@ -92,6 +93,34 @@ def next_episode_ns(probe: GraphProbe, since_ns: int, spec: RobotSpec) -> int | 
     return min(resets) - int(2 * spec.period_s * 1e9)
 
 
+def episode_seconds(experiment: Experiment, spec: RobotSpec) -> float | None:
+    """Wall-clock length [s] of the experiment's twin episodes at real time, if it has any."""
+    steps = next((node.parameters['episode_steps'] for node in experiment.nodes
+                  if 'episode_steps' in node.parameters), None)
+    return None if steps is None else steps * spec.period_s
+
+
+def clear_of_episode_end(probe: GraphProbe, episode_s: float, window_s: float,
+                         lead_s: float = 1.0) -> None:
+    """
+    Return when the next ``window_s`` seconds hold no episode reset of the twin.
+
+    A reset cuts a trial's watch window (see :func:`next_episode_ns`); one landing just
+    after the event leaves too few states to see the robot stop. If the time since the
+    last ``episode`` message leaves less than ``window_s`` + 0.5 s of a ``episode_s``
+    episode (wall clock; a twin slowed by load only makes episodes longer), wait for the
+    next reset and then ``lead_s`` for the robot to be moving again. The probe must
+    record ``episode``.
+    """
+    resets = probe.received['episode']
+    elapsed_s = (time.time_ns() - resets[-1][0]) * 1e-9 if resets else float('inf')
+    if elapsed_s + window_s + 0.5 <= episode_s:
+        return
+    count = len(resets)
+    probe.spin_until(lambda: len(resets) > count, episode_s + 5.0, 'the next episode')
+    probe.spin_for(lead_s)
+
+
 def main_joints(spec: RobotSpec) -> list[int]:
     """Command indices of the joints that carry the motion: an arm's kinematic chain, else all."""
     if spec.workspace is None:
@@ -142,15 +171,20 @@ def stop_figures(probe: GraphProbe, spec: RobotSpec, since_ns: int) -> dict[str,
     return figures
 
 
-def estop_trial(probe: GraphProbe, spec: RobotSpec, watch_s: float = 1.5
-                ) -> dict[str, float]:
+def estop_trial(probe: GraphProbe, spec: RobotSpec, watch_s: float = 1.5,
+                episode_s: float | None = None) -> dict[str, float]:
     """
     E-stop the moving robot, measure, release and reset.
+
+    With ``episode_s`` (the twin's episode length), the e-stop waits until the watch window
+    is clear of an episode reset (:func:`clear_of_episode_end`).
 
     Returns:
         hold_ms (e-stop publish -> hold received), stop_ms, settle_ms, drift_after_stop
         [rad or m], latched (1.0 if still ESTOPPED after the release), reset_ok.
     """
+    if episode_s is not None:
+        clear_of_episode_end(probe, episode_s, watch_s)
     moving = moving_speed(probe, spec)
     t_estop = probe.estop(True)
     probe.wait_for_state('ESTOPPED', 3.0)
@@ -214,15 +248,21 @@ def freeze_trial(probe: GraphProbe, runner: ExperimentRunner, spec: RobotSpec,
 
 
 def kill_trial(probe: GraphProbe, runner: ExperimentRunner, spec: RobotSpec,
-               controller: str = 'controller', watch_s: float = 1.5) -> dict[str, float]:
+               controller: str = 'controller', watch_s: float = 1.5,
+               episode_s: float | None = None) -> dict[str, float]:
     """
     SIGKILL the controller mid-motion and measure the watchdog.
+
+    With ``episode_s`` (the twin's episode length), the kill waits until the watch window
+    is clear of an episode reset (:func:`clear_of_episode_end`).
 
     Returns:
         hold_ms (kill -> first hold received), stop_ms, settle_ms, drift_after_stop, holds
         (number of hold commands after it; all equal: constant = 1.0), armed (1.0 if the
         supervisor stayed ARMED: a dead controller is not an e-stop).
     """
+    if episode_s is not None:
+        clear_of_episode_end(probe, episode_s, watch_s)
     moving = moving_speed(probe, spec)
     t_kill = time.time_ns()
     runner.processes[controller].send_signal(signal.SIGKILL)
