@@ -2,8 +2,9 @@
 Shared fixtures.
 
 ROS isolation: every test that starts a graph takes ``ros_domain`` — a ROS_DOMAIN_ID
-unique within the whole pytest run (xdist workers get disjoint ranges) — so tests run in
-parallel and never hear one another. Discovery stays on localhost.
+unique within the whole pytest run (xdist workers get disjoint ranges), skipping domains a
+`dexmpc up` on this machine holds — so tests run in parallel, beside experiments, and never
+hear one another. Discovery stays on localhost.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from dexmpc_ros.core.robot_spec import JointLimit, RobotSpec, share_dir
+from dexmpc_ros.runtime import domains
 from dexmpc_ros.runtime.ros_env import ros_environment
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,8 +48,12 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture
 def ros_domain() -> int:
-    """A ROS_DOMAIN_ID no other concurrently running test uses."""
-    return next(_DOMAINS)
+    """A ROS_DOMAIN_ID no other concurrently running test, nor a `dexmpc up`, uses."""
+    for _ in range(25):
+        domain = next(_DOMAINS)
+        if domains.holder(domain) is None:   # skip a user's run on this machine
+            return domain
+    raise RuntimeError("all of this worker's 25 ROS domains are held by dexmpc runs")
 
 
 @pytest.fixture

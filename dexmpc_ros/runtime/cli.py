@@ -3,6 +3,7 @@ The ``dexmpc`` command line.
 
     dexmpc list                               experiments, one per line: name, description
     dexmpc up <name> [--duration S] [--set node.param=value ...] [--output DIR]
+              [--domain-id N|auto]      N: refused while another dexmpc run holds it
     dexmpc robots                             robot specs, one per line
     dexmpc train <bag>... --robot R --store DIR [--epochs N ...]   train, validate, propose
     dexmpc rollback <store> [--reason TEXT]   put the previous accepted model back in use
@@ -13,6 +14,7 @@ The ``dexmpc`` command line.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -27,10 +29,36 @@ from dexmpc_ros.core.errors import BagError, CheckpointError, ConfigError, Dexmp
 from dexmpc_ros.core.robot_spec import available_robots, load_robot_spec
 from dexmpc_ros.models.store import CheckpointStore
 from dexmpc_ros.models.training import TrainConfig, train_from_bags
+from dexmpc_ros.runtime.domains import DomainBusyError, claim_domain
 from dexmpc_ros.runtime.experiment import Experiment, describe_experiments, load_experiment
 from dexmpc_ros.runtime.report import RunOutcome, git_commit, has_reported_node, write_report
 from dexmpc_ros.runtime.runner import ExperimentRunner, RunResult, default_run_dir
 from dexmpc_ros.runtime.status import format_status
+
+
+def _domain_id(text: str) -> int | str:
+    if text == 'auto':
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected an integer or "auto", got {text!r}')
+
+
+def _run_domain(requested: int | str | None) -> int | None:
+    """``--domain-id`` -> the domain to claim: an id, or None for "any free one"."""
+    if requested == 'auto':
+        return None
+    if requested is not None:
+        return int(requested)
+    inherited = os.environ.get('ROS_DOMAIN_ID', '').strip()
+    if not inherited:
+        return 0                                       # ROS 2's default domain
+    try:
+        return int(inherited)
+    except ValueError:
+        raise ConfigError(f'environment variable ROS_DOMAIN_ID must be an integer, '
+                          f'got {inherited!r}') from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,8 +74,9 @@ def _parser() -> argparse.ArgumentParser:
                     metavar='NODE.PARAM=VALUE', help='override a node parameter (repeatable)')
     up.add_argument('--output', type=Path, default=None,
                     help='run folder (default runs/<time>-<name>)')
-    up.add_argument('--domain-id', type=int, default=None,
-                    help='ROS_DOMAIN_ID for the run (default: inherit)')
+    up.add_argument('--domain-id', type=_domain_id, default=None,
+                    help='ROS_DOMAIN_ID for the run, or "auto": a free one (default: '
+                         'inherit, else 0). A domain another dexmpc run holds is refused')
     up.add_argument('--quiet', action='store_true', help='no live status line')
     train = sub.add_parser('train', help='train a dynamics model from rosbag2 directories, '
                            'validate it on held-out episodes and propose it to a store')
@@ -222,11 +251,17 @@ def cmd_up(args: argparse.Namespace) -> int:
     if duration <= 0:
         raise ConfigError(f'--duration must be > 0, got {duration}')
     run_dir = args.output or default_run_dir(experiment)
+    with claim_domain(_run_domain(args.domain_id), str(Path(run_dir).resolve())) as domain:
+        return _up(args, experiment, duration, run_dir, domain.domain_id)
+
+
+def _up(args: argparse.Namespace, experiment: Experiment, duration: float, run_dir: Path,
+        domain_id: int) -> int:
     status = _LiveStatus([n.name for n in experiment.nodes], args.quiet)
-    runner = ExperimentRunner(experiment, run_dir, args.domain_id, on_status=status)
+    runner = ExperimentRunner(experiment, run_dir, domain_id, on_status=status)
     print(f'dexmpc up {experiment.name}: {experiment.robot} ({experiment.backend}), '
           f'{duration:g} s, nodes: {", ".join(n.name for n in experiment.nodes)}')
-    print(f'run folder: {run_dir}', flush=True)
+    print(f'run folder: {run_dir}, ROS_DOMAIN_ID {domain_id}', flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -262,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == 'report':
             return cmd_report(args)
         return cmd_up(args)
-    except (ConfigError, FileExistsError, CheckpointError, BagError) as exc:
+    except (ConfigError, FileExistsError, CheckpointError, BagError, DomainBusyError) as exc:
         print(f'dexmpc: error: {exc}', file=sys.stderr)
         return 2
 
