@@ -17,6 +17,8 @@ learning_curves.png in the output folder; the last line is one JSON object.
 
     python bench/pddm_valve_planners.py                       # ≈ 25 min on 2 cores
     python bench/pddm_valve_planners.py --iterations 4 --planners mppi random_shooting
+    python bench/pddm_valve_planners.py --planners mppi --samples 100 --action-noise 0.3 \
+        --eval-every 2 --explore 100 --iterations 12 --per-iteration 20 --final 40
 """
 
 from __future__ import annotations
@@ -68,7 +70,8 @@ def run_planner(name: str, args: argparse.Namespace) -> list[dict]:
     planner = make_planner(name, env.action_dim, args.samples, args.horizon, args.seed)
     loop = LoopConfig(explore_episodes=args.explore, iterations=args.iterations,
                       episodes_per_iteration=args.per_iteration, episode_steps=40,
-                      seed=args.seed, threads=1, action_noise=args.action_noise)
+                      seed=args.seed, threads=1, action_noise=args.action_noise,
+                      eval_every=args.eval_every)
     model = DynamicsConfig(ensemble_size=3, hidden=(250, 250), epochs=40, threads=1,
                            seed=args.seed)
     start = time.perf_counter()
@@ -84,15 +87,18 @@ def run_planner(name: str, args: argparse.Namespace) -> list[dict]:
     finally:
         twin.close()
     return [{'iteration': r.iteration, 'env_steps': r.env_steps, 'success': r.success,
-             'return': r.ret, 'plan_ms': r.plan_ms,
+             'return': r.ret, 'plan_ms': r.plan_ms, 'evaluation': r.evaluation,
              'action_change': r.extra['mean_abs_action_change']} for r in result.records]
 
 
 def summarize(name: str, episodes: list[dict], final: int) -> dict:
+    """Final success: over the last ``final`` evaluation episodes if any, else MPC episodes."""
     mpc = [e for e in episodes if e['iteration'] >= 0]
     explore = [e for e in episodes if e['iteration'] < 0]
-    last = mpc[-final:]
+    evaluations = [e for e in mpc if e.get('evaluation')]
+    last = (evaluations or mpc)[-final:]
     return {'planner': name, 'env_steps': episodes[-1]['env_steps'],
+            'final_over': 'evaluation episodes' if evaluations else 'MPC episodes',
             'explore_success': float(np.mean([e['success'] for e in explore])),
             'final_success': float(np.mean([e['success'] for e in last])),
             'final_episodes': len(last),
@@ -138,10 +144,14 @@ def main() -> int:
     parser.add_argument('--samples', type=int, default=700, help='N')
     parser.add_argument('--horizon', type=int, default=7, help='H')
     parser.add_argument('--final', type=int, default=20,
-                        help='final success = over the last this many MPC episodes')
+                        help='final success = over the last this many MPC episodes '
+                             '(evaluation episodes with --eval-every)')
     parser.add_argument('--action-noise', type=float, default=0.0,
                         help='exploration noise std on executed actions, every planner '
                              '(hand_pddm_valve_sim uses 0.3)')
+    parser.add_argument('--eval-every', type=int, default=0,
+                        help='every k-th MPC episode of an iteration runs without the action '
+                             'noise; final success then counts only those')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--out', type=Path, default=None)
     args = parser.parse_args()
@@ -160,6 +170,8 @@ def main() -> int:
         print(f'{s["planner"]:>16}  {s["env_steps"]:>9d}  {s["explore_success"]:>12.2f}  '
               f'{s["final_success"]:>10.2f}  {s["final_mean_return"]:>12.1f}  '
               f'{s["action_change"]:>9.3f}  {s["plan_ms"]:>7.1f}')
+    print(f"final success over the last {summaries[0]['final_episodes']} "
+          f"{summaries[0]['final_over']}")
     print('per-iteration success:')
     for s in summaries:
         print(f'{s["planner"]:>16}  ' + ' '.join(f'{v:.1f}' for v in s['per_iteration']))
@@ -170,7 +182,8 @@ def main() -> int:
                'settings': {'samples': args.samples, 'horizon': args.horizon,
                             'explore': args.explore, 'iterations': args.iterations,
                             'per_iteration': args.per_iteration, 'seed': args.seed,
-                            'action_noise': args.action_noise},
+                            'action_noise': args.action_noise,
+                            'eval_every': args.eval_every},
                'summaries': summaries}
     if 'mppi' in by_name and 'random_shooting' in by_name:
         figures['mppi_minus_random_shooting'] = (by_name['mppi']['final_success']

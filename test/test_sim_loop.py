@@ -176,3 +176,30 @@ def test_trained_model_predicts_held_out_transitions_better_than_no_change(twin)
     no_change_error = error(s)
     # Measured 0.21 vs 0.41; the margin absorbs float differences between machines.
     assert model_error < 0.7 * no_change_error, (model_error, no_change_error)
+
+
+class StillPlanner:
+    """Always plans 'no change' (delta action 0): whatever else is executed is the noise."""
+
+    def __init__(self, action_dim: int) -> None:
+        self.action_dim = action_dim
+
+    def reset(self) -> None:
+        pass
+
+    def plan(self, state, model, reward) -> np.ndarray:
+        return np.zeros(self.action_dim)
+
+
+def test_every_kth_mpc_episode_is_an_evaluation_without_action_noise(twin):
+    env = TwinEnv(twin, SPEC, RandomWalkController(SPEC, RandomWalkConfig(seed=0)))
+    config = LoopConfig(explore_episodes=1, iterations=2, episodes_per_iteration=3,
+                        episode_steps=4, first_epochs=1, epochs=1, action_noise=0.3,
+                        eval_every=3, seed=1)
+    result = run_loop(env, StillPlanner(env.action_dim),
+                      torch_reward(make_reward('reach', env.layout)),
+                      DynamicsConfig(ensemble_size=1, hidden=(8,), seed=0), config)
+    assert [r.evaluation for r in result.records] == [False] + [False, False, True] * 2
+    for record, actions in zip(result.records[1:], result.data.actions[1:]):
+        # executed: the planned 0, plus the noise outside evaluation episodes
+        assert np.all(actions == 0.0) == record.evaluation, (record, actions)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable, Protocol
 
 import numpy as np
@@ -143,6 +144,9 @@ class LoopConfig:
         epochs: epochs of every later training (from scratch, as PDDM does by default).
         warm_start: keep training the previous model instead of starting fresh.
         action_noise: std of Gaussian noise added to executed MPC actions (MBMF: 0.005).
+        eval_every: with k > 0, every k-th MPC episode of an iteration runs without the
+            action noise: an evaluation episode (``EpisodeRecord.evaluation``), aggregated
+            like the others, as the mpc node's ``eval_every`` does.
         seed: episode seeds are ``seed * 100000 + episode index``.
         threads: torch threads.
     """
@@ -155,6 +159,7 @@ class LoopConfig:
     epochs: int = 40
     warm_start: bool = False
     action_noise: float = 0.0
+    eval_every: int = 0
     seed: int = 0
     threads: int = 1
 
@@ -172,6 +177,7 @@ class EpisodeRecord:
     plan_ms: float          # mean planning time per step (nan while exploring)
     extra: dict[str, Any] = field(default_factory=dict)  # mean_abs_action_change: mean
     # |a_t - a_{t-1}| over steps and joints (PDDM: filtering with beta < 1 lowers it)
+    evaluation: bool = False  # an MPC episode without action noise (LoopConfig.eval_every)
 
 
 class Dataset:
@@ -268,7 +274,7 @@ def run_loop(env: StepEnv, planner: SamplingPlanner, reward: Callable,
     records: list[EpisodeRecord] = []
     env_steps = 0
 
-    def finish(result, iteration: int) -> None:
+    def finish(result, iteration: int, evaluation: bool = False) -> None:
         nonlocal env_steps
         transitions, ret, success, ms = result
         data.add(transitions['states'], transitions['actions'], transitions['next_states'],
@@ -278,7 +284,7 @@ def run_loop(env: StepEnv, planner: SamplingPlanner, reward: Callable,
         smoothness = (float(np.mean(np.abs(np.diff(actions, axis=0)))) if len(actions) > 1
                       else float('nan'))
         record = EpisodeRecord(len(records), iteration, len(actions), env_steps, ret, success,
-                               ms, {'mean_abs_action_change': smoothness})
+                               ms, {'mean_abs_action_change': smoothness}, evaluation)
         records.append(record)
         if on_episode is not None:
             on_episode(record)
@@ -298,14 +304,16 @@ def run_loop(env: StepEnv, planner: SamplingPlanner, reward: Callable,
                 epochs = config.epochs
             model.fit(*data.arrays(), epochs=epochs, is_new=data.is_new())
 
-            def act(state: np.ndarray, model=model) -> np.ndarray:
+            def act(state: np.ndarray, model=model, noise=config.action_noise) -> np.ndarray:
                 action = planner.plan(torch.from_numpy(state).float(), model, reward)
-                if config.action_noise > 0:
-                    action = np.clip(action + rng.normal(0, config.action_noise,
-                                                         action.shape), -1.0, 1.0)
+                if noise > 0:
+                    action = np.clip(action + rng.normal(0, noise, action.shape), -1.0, 1.0)
                 return action
 
-            for _ in range(config.episodes_per_iteration):
+            for j in range(config.episodes_per_iteration):
+                evaluation = config.eval_every > 0 and (j + 1) % config.eval_every == 0
+                policy = partial(act, noise=0.0) if evaluation else act
                 planner.reset()
-                finish(run_episode(env, config.episode_steps, seed(), act, rng), iteration)
+                finish(run_episode(env, config.episode_steps, seed(), policy, rng), iteration,
+                       evaluation)
     return LoopResult(records, model, data)
