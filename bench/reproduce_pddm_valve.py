@@ -4,7 +4,7 @@ PDDM valve turning on the 24-DoF hand twin, unattended: learning curve from the 
 
 Runs ``dexmpc up hand_pddm_valve_sim`` (explore -> learn -> plan -> retrain; every node its
 own process) for ``--duration`` seconds, or analyses an existing run folder (``--run``),
-then reads the bag with dexmpc_ros.runtime.report (the same episodes `dexmpc report`
+then reads the bag with dexmpc_ros.runtime.run_bag (the same episodes `dexmpc report`
 shows): for every episode, the valve error at its last step, success (|error| < 0.25 rad,
 papers.md §7.5), its return, its env steps, and whether the mpc node was still exploring
 (random walk) or planning with a learned model, and whether it was an evaluation episode
@@ -30,7 +30,8 @@ import numpy as np
 
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
 
-from dexmpc_ros.runtime.report import SUCCESS_RULES, run_episodes  # noqa: E402
+from dexmpc_ros.runtime.run_bag import run_episodes  # noqa: E402
+from dexmpc_ros.runtime.run_records import SUCCESS_RULES  # noqa: E402
 from dexmpc_ros.runtime.ros_env import ros_environment  # noqa: E402
 
 VALVE = SUCCESS_RULES['valve']

@@ -1,5 +1,6 @@
 """
-The run report (runtime/report.py, `dexmpc report`, the end of `dexmpc up`).
+The run report (runtime/report.py and its run_records, run_bag, report_content and
+report_plots modules; `dexmpc report`, the end of `dexmpc up`).
 
 A synthetic run folder stands in for a real one: spec.yaml, logs, a bag written with the
 project's BagWriter the way the recorder receives the twin's messages (including the
@@ -26,9 +27,10 @@ from dexmpc_ros.core.errors import BagError
 from dexmpc_ros.data.bag_writer import BagWriter
 from dexmpc_ros.models.store import CheckpointStore
 from dexmpc_ros.runtime import cli
-from dexmpc_ros.runtime.report import (PLOTS, RunOutcome, SuccessRule, Swap, build_report,
-                                       git_commit, run_episodes, swaps_from_diagnostics,
-                                       write_report)
+from dexmpc_ros.runtime.report import build_report, write_report
+from dexmpc_ros.runtime.report_plots import PLOTS
+from dexmpc_ros.runtime.run_bag import run_episodes, swaps_from_diagnostics
+from dexmpc_ros.runtime.run_records import RunOutcome, SuccessRule, Swap, git_commit
 from dexmpc_ros.runtime.runner import RunResult
 
 STORE = get_typestore(Stores.ROS2_JAZZY)

@@ -31,7 +31,8 @@ from dexmpc_ros.models.store import CheckpointStore
 from dexmpc_ros.models.training import TrainConfig, train_from_bags
 from dexmpc_ros.runtime.domains import DomainBusyError, claim_domain
 from dexmpc_ros.runtime.experiment import Experiment, describe_experiments, load_experiment
-from dexmpc_ros.runtime.report import RunOutcome, git_commit, has_reported_node, write_report
+from dexmpc_ros.runtime.report import write_report
+from dexmpc_ros.runtime.run_records import RunOutcome, git_commit, has_reported_node
 from dexmpc_ros.runtime.runner import ExperimentRunner, RunResult, default_run_dir
 from dexmpc_ros.runtime.status import format_status
 
