@@ -7,7 +7,8 @@ import pytest
 
 from dexmpc_ros.core.action_space import ActionScaler, DeltaActionScaler
 from dexmpc_ros.core.robot_spec import load_robot_spec
-from dexmpc_ros.safety.limits import CommandLimits, MeasuredState, clamp_step, clamp_velocity
+from dexmpc_ros.safety.clamp_rules import clamp_step, clamp_velocity
+from dexmpc_ros.safety.limits import CommandLimits, MeasuredState
 
 
 @pytest.mark.parametrize('robot', ['widowx', 'hand24', 'roach'])

@@ -16,8 +16,8 @@ from dexmpc_ros.safety.limits import (
     MeasuredState,
     RateBucket,
     StampedValue,
-    plan_violation,
 )
+from dexmpc_ros.safety.rejection_rules import plan_violation
 from test_limits import (
     INF,
     MS,

@@ -1,4 +1,4 @@
-"""Safety rules (safety/limits.py), one pure function at a time, at their boundaries."""
+"""Safety rules (safety/rejection_rules.py, clamp_rules.py), one at a time, at their boundaries."""
 
 from __future__ import annotations
 
@@ -9,17 +9,28 @@ import pytest
 
 from dexmpc_ros.core.robot_spec import JointLimit, RobotSpec, load_robot_spec
 from dexmpc_ros.robots.kinematics import WX250S_JOINTS, wx250s_ee_position
+from dexmpc_ros.safety.clamp_rules import (
+    WORKSPACE_SAMPLES,
+    clamp_body_rate,
+    clamp_effort,
+    clamp_position_box,
+    clamp_step,
+    clamp_velocity,
+    clamp_workspace,
+    scale_for_uncertainty,
+)
 from dexmpc_ros.safety.limits import (
     CLAMP_RULES,
     REJECT_RULES,
     RULE_ORDER,
     RULES,
-    WORKSPACE_SAMPLES,
     BodyRate,
     CommandLimits,
     MeasuredState,
     RateBucket,
     StampedValue,
+)
+from dexmpc_ros.safety.rejection_rules import (
     check_age,
     check_finite,
     check_names,
@@ -27,14 +38,7 @@ from dexmpc_ros.safety.limits import (
     check_rate,
     check_stale_state,
     check_uncertainty,
-    clamp_body_rate,
-    clamp_effort,
-    clamp_position_box,
-    clamp_step,
-    clamp_velocity,
-    clamp_workspace,
     plan_violation,
-    scale_for_uncertainty,
 )
 
 INF = float('inf')

@@ -14,8 +14,8 @@ from dexmpc_ros.core.robot_spec import load_robot_spec
 from dexmpc_ros.models.dynamics import DeltaDynamics, DynamicsConfig
 from dexmpc_ros.robots.twins import make_twin
 from dexmpc_ros.runtime.sim_loop import LoopConfig, TwinEnv, run_episode, run_loop
-from dexmpc_ros.safety.limits import (CommandLimits, MeasuredState, clamp_position_box,
-                                      clamp_step, clamp_velocity)
+from dexmpc_ros.safety.clamp_rules import clamp_position_box, clamp_step, clamp_velocity
+from dexmpc_ros.safety.limits import CommandLimits, MeasuredState
 
 SPEC = load_robot_spec('widowx')
 LIMITS = CommandLimits.from_spec(SPEC)

@@ -21,7 +21,7 @@ YAML layout::
         effort: 10.0               # N m (or N)
         actuated: true             # false: coupled/passive, never commanded
     default_pose: {waist: 0.0, ...}   # rad; missing joints default to mid-range
-    safety:                        # optional limits beyond the joints' (see safety/limits.py)
+    safety:                        # optional limits beyond the joints' (safety/clamp_rules.py)
       workspace:                   # end-effector box, robot base frame
         kinematics: wx250s         # forward kinematics (robots/kinematics.py KINEMATICS)
         lower: [-0.25, -0.65, 0.01]   # m

@@ -1,10 +1,10 @@
 """
 Safety: the only path from any controller to any robot.
 
-``limits`` holds the rules as pure functions, ``filter`` runs them in a fixed order on one
-command, ``supervisor`` holds the state machine (disarmed, armed, e-stopped), the
-heartbeat and watchdog holds and the counters. None imports rclpy: ``ros/safety_node.py``
-adapts them.
+``rejection_rules`` and ``clamp_rules`` hold the rules as pure functions (``limits`` the
+types and rule names they share), ``filter`` runs them in a fixed order on one command,
+``supervisor`` holds the state machine (disarmed, armed, e-stopped), the heartbeat and
+watchdog holds and the counters. None imports rclpy: ``ros/safety_node.py`` adapts them.
 """
 
 from dexmpc_ros.safety.filter import Decision, FilterSettings, Inputs, filter_command

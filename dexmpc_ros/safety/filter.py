@@ -1,5 +1,6 @@
 """
-The command filter: run every rule of ``limits.py`` on one command and decide.
+The command filter: run every rule (``rejection_rules.py``, ``clamp_rules.py``) on one
+command and decide.
 
 Order: every rejection rule runs (so a rejected command reports all its reasons); if none
 rejected, the clamps of ``RULE_ORDER[interface]`` run, each on the previous one's output,
@@ -14,6 +15,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dexmpc_ros.safety.clamp_rules import (
+    clamp_body_rate,
+    clamp_effort,
+    clamp_position_box,
+    clamp_step,
+    clamp_velocity,
+    clamp_workspace,
+    scale_for_uncertainty,
+)
 from dexmpc_ros.safety.limits import (
     RULE_ORDER,
     BodyRate,
@@ -22,6 +32,8 @@ from dexmpc_ros.safety.limits import (
     RateBucket,
     RuleResult,
     StampedValue,
+)
+from dexmpc_ros.safety.rejection_rules import (
     check_age,
     check_finite,
     check_names,
@@ -29,13 +41,6 @@ from dexmpc_ros.safety.limits import (
     check_rate,
     check_stale_state,
     check_uncertainty,
-    clamp_body_rate,
-    clamp_effort,
-    clamp_position_box,
-    clamp_step,
-    clamp_velocity,
-    clamp_workspace,
-    scale_for_uncertainty,
 )
 
 

@@ -38,8 +38,8 @@ from dexmpc_ros.safety.limits import (
     MeasuredState,
     RateBucket,
     StampedValue,
-    plan_violation,
 )
+from dexmpc_ros.safety.rejection_rules import plan_violation
 
 logger = logging.getLogger(__name__)
 
