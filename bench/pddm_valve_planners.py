@@ -39,7 +39,7 @@ from dexmpc_ros.control.random_shooting import (RandomShootingConfig,  # noqa: E
 from dexmpc_ros.control.random_walk import RandomWalkConfig, RandomWalkController  # noqa: E402
 from dexmpc_ros.control.task_rewards import make_reward, torch_reward  # noqa: E402
 from dexmpc_ros.core.robot_spec import load_robot_spec  # noqa: E402
-from dexmpc_ros.models.dynamics import DynamicsConfig  # noqa: E402
+from dexmpc_ros.models.dynamics_config import DynamicsConfig  # noqa: E402
 from dexmpc_ros.robots.twins import make_twin  # noqa: E402
 from dexmpc_ros.runtime.sim_loop import LoopConfig, TwinEnv, run_loop  # noqa: E402
 

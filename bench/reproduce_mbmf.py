@@ -50,7 +50,7 @@ from dexmpc_ros.control.random_shooting import (RandomShootingConfig,  # noqa: E
                                                 RandomShootingPlanner)
 from dexmpc_ros.models.checkpoint import save_checkpoint  # noqa: E402
 from dexmpc_ros.models.dagger import DaggerConfig, rollout, run_dagger  # noqa: E402
-from dexmpc_ros.models.dynamics import DynamicsConfig  # noqa: E402
+from dexmpc_ros.models.dynamics_config import DynamicsConfig  # noqa: E402
 from dexmpc_ros.models.policy import MLPPolicy, PolicyConfig, save_policy  # noqa: E402
 from dexmpc_ros.models.ppo import PPO, PPOConfig  # noqa: E402
 from dexmpc_ros.runtime.gym_env import GymEnv  # noqa: E402

@@ -19,7 +19,8 @@ import torch
 from dexmpc_ros.core.errors import CheckpointError, DexmpcError
 from dexmpc_ros.models.checkpoint import (FORMAT_VERSION, MANIFEST_FILE, WEIGHTS_FILE,
                                           load_checkpoint, save_checkpoint)
-from dexmpc_ros.models.dynamics import DeltaDynamics, DynamicsConfig
+from dexmpc_ros.models.dynamics import DeltaDynamics
+from dexmpc_ros.models.dynamics_config import DynamicsConfig
 
 NX, NU = 3, 2
 STATE_NAMES = ['q0', 'q1', 'q2']

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from dexmpc_ros.models.dynamics import DeltaDynamics, DynamicsConfig, add_noise
+from dexmpc_ros.models.dynamics import DeltaDynamics, add_noise
+from dexmpc_ros.models.dynamics_config import DynamicsConfig
 from dexmpc_ros.models.ensemble import EnsembleMLP
 from dexmpc_ros.models.normalizer import Normalizer
 

@@ -11,7 +11,8 @@ from dexmpc_ros.control.twin_model import TwinModel
 from dexmpc_ros.core.robot_spec import load_robot_spec
 from dexmpc_ros.core.state_layout import StateLayout
 from dexmpc_ros.core.types import Observation
-from dexmpc_ros.models.dynamics import DeltaDynamics, DynamicsConfig
+from dexmpc_ros.models.dynamics import DeltaDynamics
+from dexmpc_ros.models.dynamics_config import DynamicsConfig
 from dexmpc_ros.robots.twins import make_twin
 
 

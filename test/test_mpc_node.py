@@ -22,7 +22,8 @@ from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 from dexmpc_ros.core.robot_spec import load_robot_spec  # noqa: E402
 from dexmpc_ros.core.state_layout import StateLayout  # noqa: E402
 from dexmpc_ros.models.checkpoint import save_checkpoint  # noqa: E402
-from dexmpc_ros.models.dynamics import DeltaDynamics, DynamicsConfig  # noqa: E402
+from dexmpc_ros.models.dynamics import DeltaDynamics  # noqa: E402
+from dexmpc_ros.models.dynamics_config import DynamicsConfig  # noqa: E402
 from dexmpc_ros.robots.twins.hand_tasks import VALVE_STATE_NAMES  # noqa: E402
 from dexmpc_ros.ros import convert  # noqa: E402
 from dexmpc_ros.ros.fault_trials import ensure_armed  # noqa: E402

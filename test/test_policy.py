@@ -21,7 +21,8 @@ from dexmpc_ros.core.errors import CheckpointError
 from dexmpc_ros.core.state_layout import StateLayout
 from dexmpc_ros.core.types import Observation
 from dexmpc_ros.models.checkpoint import save_checkpoint
-from dexmpc_ros.models.dynamics import DeltaDynamics, DynamicsConfig
+from dexmpc_ros.models.dynamics import DeltaDynamics
+from dexmpc_ros.models.dynamics_config import DynamicsConfig
 from dexmpc_ros.models.policy import MLPPolicy, PolicyConfig, load_policy, save_policy
 
 W = np.array([[0.02, -0.01, 0.0], [0.0, 0.03, 0.5]])

@@ -11,7 +11,8 @@ from dexmpc_ros.control.random_shooting import RandomShootingConfig, RandomShoot
 from dexmpc_ros.control.random_walk import RandomWalkConfig, RandomWalkController
 from dexmpc_ros.control.task_rewards import make_reward, torch_reward
 from dexmpc_ros.core.robot_spec import load_robot_spec
-from dexmpc_ros.models.dynamics import DeltaDynamics, DynamicsConfig
+from dexmpc_ros.models.dynamics import DeltaDynamics
+from dexmpc_ros.models.dynamics_config import DynamicsConfig
 from dexmpc_ros.robots.twins import make_twin
 from dexmpc_ros.runtime.sim_loop import LoopConfig, TwinEnv, run_episode, run_loop
 from dexmpc_ros.safety.clamp_rules import clamp_position_box, clamp_step, clamp_velocity

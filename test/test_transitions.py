@@ -529,7 +529,8 @@ def assert_rows_are_what_the_twin_ran(data: Transitions, recording: TwinRecordin
 @pytest.mark.parametrize('race', [False, True], ids=['in_order', 'race'])
 @pytest.mark.parametrize('sim_time', [True, False], ids=['sim_time', 'wall_clock'])
 def test_hand_twin_transitions_match_what_the_twin_ran(tmp_path, sim_time, race):
-    from dexmpc_ros.models.dynamics import DeltaDynamics, DynamicsConfig
+    from dexmpc_ros.models.dynamics import DeltaDynamics
+    from dexmpc_ros.models.dynamics_config import DynamicsConfig
 
     spec = load_robot_spec('hand24')
     recording = TwinRecording(tmp_path / 'hand', spec, sim_time, seed=3, race=race)

@@ -37,7 +37,7 @@ from dexmpc_ros.control.task_rewards import make_reward, torch_reward
 from dexmpc_ros.core.robot_spec import RobotSpec
 from dexmpc_ros.core.state_layout import POS, StateLayout
 from dexmpc_ros.core.types import Observation
-from dexmpc_ros.models.dynamics import torch_threads
+from dexmpc_ros.models.torch_threads import torch_threads
 
 PLANNERS = ('mppi', 'cem', 'random_shooting')
 

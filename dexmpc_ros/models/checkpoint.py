@@ -52,7 +52,8 @@ from torch import Tensor
 import dexmpc_ros
 from dexmpc_ros.core.errors import CheckpointError
 from dexmpc_ros.core.files import default_mode, fsync_path
-from dexmpc_ros.models.dynamics import DeltaDynamics, DynamicsConfig
+from dexmpc_ros.models.dynamics import DeltaDynamics
+from dexmpc_ros.models.dynamics_config import DynamicsConfig
 
 FORMAT = 'dexmpc_ros.delta_dynamics'
 #: Manifest layout version this code writes and reads.

@@ -31,6 +31,8 @@ float32 on the CPU. float32 halves memory traffic and is ~2× faster in the plan
 batched matmuls, and its rounding (~1e-7 relative) is orders below the model's own
 one-step error. Predictions are therefore float32, also for float64 input.
 
+Settings are a :class:`DynamicsConfig` (``dynamics_config.py``).
+
 Randomness: ``config.seed`` seeds a private ``torch.Generator`` for the initialization
 and a private numpy ``Generator`` for shuffling, bootstrap and noise; no global RNG or
 torch setting is touched (``threads`` > 0 sets torch's thread count only for the
@@ -39,18 +41,17 @@ duration of a call and restores it).
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
+from dexmpc_ros.models.dynamics_config import DynamicsConfig, is_int
 from dexmpc_ros.models.ensemble import EnsembleMLP
 from dexmpc_ros.models.fast_rollout import rollout_fast
 from dexmpc_ros.models.normalizer import Normalizer
+from dexmpc_ros.models.torch_threads import torch_threads
 
 ArrayT = TypeVar('ArrayT', np.ndarray, torch.Tensor)
 #: ``on_epoch(epoch, mean_loss)``; returning True stops training after that epoch.
@@ -58,98 +59,6 @@ EpochCallback = Callable[[int, float], 'bool | None']
 
 #: Windows evaluated per batch in :meth:`DeltaDynamics.multi_step_error` (bounds memory).
 _WINDOW_CHUNK = 2048
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-@dataclass(frozen=True)
-class DynamicsConfig:
-    """
-    Model and training settings (PDDM defaults, papers.md §7.3).
-
-    Attributes:
-        ensemble_size: members E.
-        hidden: hidden layer widths of each member (ReLU).
-        lr: Adam learning rate.
-        batch_size: minibatch size (the last minibatch of an epoch may be smaller).
-        epochs: default epochs per :meth:`DeltaDynamics.fit`.
-        noise_to_signal: training noise std per dimension, as a fraction of |mean|.
-        bootstrap: each member trains on its own resample with replacement.
-        new_data_fraction: MBMF's ``fraction_use_new``: when :meth:`DeltaDynamics.fit` is
-            told which transitions are on-policy (``is_new``), each minibatch takes this
-            share of them and sweeps the rest from the other data; 0 samples uniformly
-            (PDDM). MBMF uses 0.9, so the model is most accurate where the controller goes.
-        clip_actions: clip actions to [-1, 1] at the model input.
-        seed: seed of the model's private RNGs (initialization, shuffling, noise).
-        threads: torch intra-op threads during model calls; 0 leaves torch's setting.
-            On a machine whose cores are shared with other busy processes (MuJoCo, other
-            nodes) use 1: spinning OpenMP threads that get descheduled made a 2-thread
-            rollout 10x slower on 2 cores (measured p50 17 ms alone, 187 ms next to one
-            busy process; 1 thread: 27-30 ms either way; ``OMP_WAIT_POLICY=PASSIVE`` in
-            the environment also avoids it).
-    """
-
-    ensemble_size: int = 3
-    hidden: tuple[int, ...] = (250, 250)
-    lr: float = 1e-3
-    batch_size: int = 512
-    epochs: int = 40
-    noise_to_signal: float = 0.01
-    bootstrap: bool = False
-    new_data_fraction: float = 0.0
-    clip_actions: bool = True
-    seed: int = 0
-    threads: int = 0
-
-    def __post_init__(self) -> None:
-        # JSON gives lists: normalize to a tuple so configs compare and hash equal.
-        if isinstance(self.hidden, (list, tuple)):
-            object.__setattr__(self, 'hidden', tuple(self.hidden))
-        else:
-            raise ValueError(f'hidden must be a sequence of widths, got {self.hidden!r}')
-        if not all(_is_int(n) and n >= 1 for n in self.hidden):
-            raise ValueError(f'hidden widths must be integers >= 1, got {self.hidden!r}')
-        for name, low in (('ensemble_size', 1), ('batch_size', 1), ('epochs', 0), ('seed', 0),
-                          ('threads', 0)):
-            value = getattr(self, name)
-            if not _is_int(value) or value < low:
-                raise ValueError(f'{name} must be an integer >= {low}, got {value!r}')
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f'lr must be a finite number > 0, got {self.lr!r}')
-        if not (isinstance(self.noise_to_signal, (int, float))
-                and math.isfinite(self.noise_to_signal) and self.noise_to_signal >= 0):
-            raise ValueError(f'noise_to_signal must be a finite number >= 0, '
-                             f'got {self.noise_to_signal!r}')
-        for name in ('bootstrap', 'clip_actions'):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f'{name} must be a bool, got {getattr(self, name)!r}')
-        fraction = self.new_data_fraction
-        if not (isinstance(fraction, (int, float)) and 0.0 <= fraction < 1.0):
-            raise ValueError(f'new_data_fraction must be in [0, 1), got {fraction!r}')
-        if fraction > 0 and self.bootstrap:
-            raise ValueError('new_data_fraction and bootstrap cannot be combined')
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict of every field (``hidden`` as a list)."""
-        data = asdict(self)
-        data['hidden'] = list(self.hidden)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DynamicsConfig:
-        """
-        Inverse of :meth:`to_dict`; missing keys take their defaults.
-
-        Raises:
-            ValueError: an unknown key or an invalid value (named in the message).
-        """
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f'unknown DynamicsConfig key(s) {unknown}; known: {sorted(known)}')
-        return cls(**data)
 
 
 def add_noise(data: np.ndarray, noise_to_signal: float, rng: np.random.Generator) -> np.ndarray:
@@ -163,20 +72,6 @@ def add_noise(data: np.ndarray, noise_to_signal: float, rng: np.random.Generator
     if not np.any(scale > 0):
         return data.copy()
     return data + rng.standard_normal(data.shape) * scale
-
-
-@contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
-    """Run the block with ``threads`` torch threads (0: unchanged), then restore."""
-    old = torch.get_num_threads()
-    if threads <= 0 or threads == old:
-        yield
-        return
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 class DeltaDynamics:
@@ -208,7 +103,7 @@ class DeltaDynamics:
         Raises:
             ValueError: a dimension is < 1.
         """
-        if not (_is_int(state_dim) and state_dim >= 1 and _is_int(action_dim)
+        if not (is_int(state_dim) and state_dim >= 1 and is_int(action_dim)
                 and action_dim >= 1):
             raise ValueError(f'state_dim and action_dim must be integers >= 1, got '
                              f'{state_dim!r}, {action_dim!r}')
@@ -258,7 +153,7 @@ class DeltaDynamics:
         """
         cfg = self.config
         epochs = cfg.epochs if epochs is None else epochs
-        if not _is_int(epochs) or epochs < 0:
+        if not is_int(epochs) or epochs < 0:
             raise ValueError(f'epochs must be an integer >= 0, got {epochs!r}')
         s, a, s_next = (self._as_numpy(x) for x in (states, actions, next_states))
         nx, nu = self.state_dim, self.action_dim
@@ -467,7 +362,7 @@ class DeltaDynamics:
             ValueError: horizon < 1, an episode's shapes disagree, or no episode is long
                 enough for one window.
         """
-        if not _is_int(horizon) or horizon < 1:
+        if not is_int(horizon) or horizon < 1:
             raise ValueError(f'horizon must be an integer >= 1, got {horizon!r}')
         nx, nu = self.state_dim, self.action_dim
         starts, seqs, truths = [], [], []

@@ -45,18 +45,15 @@ from torch import Tensor, nn
 
 from dexmpc_ros.models.checkpoint import (build_manifest, load_checkpoint_dir,
                                           write_checkpoint_dir)
-from dexmpc_ros.models.dynamics import torch_threads
+from dexmpc_ros.models.dynamics_config import is_int
 from dexmpc_ros.models.normalizer import Normalizer
+from dexmpc_ros.models.torch_threads import torch_threads
 
 FORMAT = 'dexmpc_ros.mlp_policy'
 #: Manifest layout version this code writes and reads.
 FORMAT_VERSION = 1
 #: ``on_epoch(epoch, mean_loss)``; returning True stops training after that epoch.
 EpochCallback = Callable[[int, float], 'bool | None']
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -86,11 +83,11 @@ class PolicyConfig:
         if not isinstance(self.hidden, (list, tuple)):
             raise ValueError(f'hidden must be a sequence of widths, got {self.hidden!r}')
         object.__setattr__(self, 'hidden', tuple(self.hidden))
-        if not all(_is_int(n) and n >= 1 for n in self.hidden):
+        if not all(is_int(n) and n >= 1 for n in self.hidden):
             raise ValueError(f'hidden widths must be integers >= 1, got {self.hidden!r}')
         for name, low in (('batch_size', 1), ('epochs', 0), ('seed', 0), ('threads', 0)):
             value = getattr(self, name)
-            if not _is_int(value) or value < low:
+            if not is_int(value) or value < low:
                 raise ValueError(f'{name} must be an integer >= {low}, got {value!r}')
         for name in ('init_std', 'lr'):
             value = getattr(self, name)
@@ -129,7 +126,7 @@ class MLPPolicy(nn.Module):
     def __init__(self, obs_dim: int, action_dim: int, config: PolicyConfig | None = None
                  ) -> None:
         super().__init__()
-        if not (_is_int(obs_dim) and obs_dim >= 1 and _is_int(action_dim) and action_dim >= 1):
+        if not (is_int(obs_dim) and obs_dim >= 1 and is_int(action_dim) and action_dim >= 1):
             raise ValueError(f'obs_dim and action_dim must be integers >= 1, got '
                              f'{obs_dim!r}, {action_dim!r}')
         self.obs_dim, self.action_dim = int(obs_dim), int(action_dim)
@@ -197,7 +194,7 @@ class MLPPolicy(nn.Module):
         """
         cfg = self.config
         epochs = cfg.epochs if epochs is None else epochs
-        if not _is_int(epochs) or epochs < 0:
+        if not is_int(epochs) or epochs < 0:
             raise ValueError(f'epochs must be an integer >= 0, got {epochs!r}')
         x = np.asarray(obs, dtype=np.float64)
         y = np.asarray(actions, dtype=np.float64)

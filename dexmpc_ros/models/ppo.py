@@ -42,8 +42,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from dexmpc_ros.models.dynamics import torch_threads
 from dexmpc_ros.models.policy import MLPPolicy
+from dexmpc_ros.models.torch_threads import torch_threads
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,8 @@ from dexmpc_ros.core.robot_spec import RobotSpec
 from dexmpc_ros.core.state_layout import StateLayout
 from dexmpc_ros.data.transitions import Transitions, transitions_from_bags
 from dexmpc_ros.models.checkpoint import load_checkpoint, save_checkpoint
-from dexmpc_ros.models.dynamics import DeltaDynamics, DynamicsConfig
+from dexmpc_ros.models.dynamics import DeltaDynamics
+from dexmpc_ros.models.dynamics_config import DynamicsConfig
 from dexmpc_ros.models.store import CheckpointStore, Entry
 
 

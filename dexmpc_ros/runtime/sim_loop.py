@@ -27,7 +27,9 @@ from dexmpc_ros.core.action_space import ActionScaler, DeltaActionScaler, check_
 from dexmpc_ros.core.robot_spec import RobotSpec
 from dexmpc_ros.core.state_layout import StateLayout
 from dexmpc_ros.core.types import Observation
-from dexmpc_ros.models.dynamics import DeltaDynamics, DynamicsConfig, torch_threads
+from dexmpc_ros.models.dynamics import DeltaDynamics
+from dexmpc_ros.models.dynamics_config import DynamicsConfig
+from dexmpc_ros.models.torch_threads import torch_threads
 
 
 class StepEnv(Protocol):
