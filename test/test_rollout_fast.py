@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from dexmpc_ros.models.dynamics import DeltaDynamics, DynamicsConfig
+from dexmpc_ros.models.dynamics import DeltaDynamics
+from dexmpc_ros.models.dynamics_config import DynamicsConfig
 
 NX, NU = 6, 3
 
