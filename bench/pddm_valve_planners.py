@@ -6,7 +6,8 @@ Runs the model-based loop (dexmpc_ros/runtime/sim_loop.py: random-walk explorati
 train the 3 x (2 x 250) ensemble on all data -> MPC episodes -> aggregate -> retrain) once per
 planner, with the same seed, exploration data and budget:
 
-- ``mppi``: PDDM's filtered reward-weighted MPPI (beta 0.7, kappa 0.5, sigma 0.9);
+- ``mppi``: PDDM's filtered reward-weighted MPPI (default beta 0.7, kappa 0.5, sigma 0.9:
+  PDDM's dclaw_turn; ``--beta``, ``--kappa``, ``--sigma``);
 - ``mppi_unfiltered``: the same with beta = 1 (no filtering);
 - ``random_shooting``: uniform random sequences, best one executed.
 
@@ -47,14 +48,15 @@ SUCCESS_RAD = 0.25
 PLANNERS = ('mppi', 'mppi_unfiltered', 'random_shooting')
 
 
-def make_planner(name: str, action_dim: int, samples: int, horizon: int, seed: int):
-    """The planner ``name`` at N = ``samples``, H = ``horizon`` (one pass per step)."""
+def make_planner(name: str, action_dim: int, args: argparse.Namespace):
+    """The planner ``name`` at N = ``--samples``, H = ``--horizon`` (one pass per step)."""
     if name == 'random_shooting':
         return RandomShootingPlanner(action_dim, RandomShootingConfig(
-            horizon=horizon, num_samples=samples, seed=seed))
-    beta = 1.0 if name == 'mppi_unfiltered' else 0.7
-    return MPPIPlanner(action_dim, MPPIConfig(horizon=horizon, num_samples=samples,
-                                              kappa=0.5, sigma=0.9, beta=beta, seed=seed))
+            horizon=args.horizon, num_samples=args.samples, seed=args.seed))
+    beta = 1.0 if name == 'mppi_unfiltered' else args.beta
+    return MPPIPlanner(action_dim, MPPIConfig(horizon=args.horizon, num_samples=args.samples,
+                                              kappa=args.kappa, sigma=args.sigma, beta=beta,
+                                              seed=args.seed))
 
 
 def run_planner(name: str, args: argparse.Namespace) -> list[dict]:
@@ -67,7 +69,7 @@ def run_planner(name: str, args: argparse.Namespace) -> list[dict]:
                   success=lambda names, values:
                   abs(values[names.index('angle_error')]) < SUCCESS_RAD)
     reward = torch_reward(make_reward('valve', env.layout))
-    planner = make_planner(name, env.action_dim, args.samples, args.horizon, args.seed)
+    planner = make_planner(name, env.action_dim, args)
     loop = LoopConfig(explore_episodes=args.explore, iterations=args.iterations,
                       episodes_per_iteration=args.per_iteration, episode_steps=40,
                       seed=args.seed, threads=1, action_noise=args.action_noise,
@@ -143,6 +145,11 @@ def main() -> int:
                         help='MPC episodes per iteration')
     parser.add_argument('--samples', type=int, default=700, help='N')
     parser.add_argument('--horizon', type=int, default=7, help='H')
+    parser.add_argument('--kappa', type=float, default=0.5,
+                        help='MPPI reward-weighting temperature (PDDM dclaw_turn: 0.5)')
+    parser.add_argument('--beta', type=float, default=0.7,
+                        help='MPPI filter coefficient (PDDM dclaw_turn: 0.7)')
+    parser.add_argument('--sigma', type=float, default=0.9, help='MPPI noise std')
     parser.add_argument('--final', type=int, default=20,
                         help='final success = over the last this many MPC episodes '
                              '(evaluation episodes with --eval-every)')
@@ -180,6 +187,7 @@ def main() -> int:
     by_name = {s['planner']: s for s in summaries}
     figures = {'bench': 'pddm_valve_planners', 'out': str(out),
                'settings': {'samples': args.samples, 'horizon': args.horizon,
+                            'kappa': args.kappa, 'beta': args.beta, 'sigma': args.sigma,
                             'explore': args.explore, 'iterations': args.iterations,
                             'per_iteration': args.per_iteration, 'seed': args.seed,
                             'action_noise': args.action_noise,
