@@ -22,6 +22,7 @@ from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 from dexmpc_ros.core.robot_spec import load_robot_spec  # noqa: E402
 from dexmpc_ros.data.bag_reader import read_bag  # noqa: E402
 from dexmpc_ros.ros import convert  # noqa: E402
+from dexmpc_ros.ros.fault_trials import first_hold  # noqa: E402
 from dexmpc_ros.ros.probe import GraphProbe  # noqa: E402
 
 pytestmark = pytest.mark.e2e
@@ -74,9 +75,10 @@ def test_attacks_never_reach_robot_and_estop_stops_joints(tmp_path, ros_env, ros
         held = [np.asarray(m.points[0].positions) for t, m in commands
                 if t > t_estop_ns + 300_000_000]
         assert held and all(np.allclose(h, held[0]) for h in held)
-        # When the supervisor started holding: the first of the trailing identical commands.
-        hold_start_ns = next(t for t, m in commands if t > t_estop_ns
-                             and np.allclose(m.points[0].positions, held[0]))
+        # When the supervisor started holding: its first command stamped after the e-stop.
+        hold = first_hold(probe, t_estop_ns)
+        assert hold is not None, 'no hold after the e-stop'
+        hold_start_ns = hold[0]
         listened_until_ns = commands[-1][0]
     finally:
         probe.close()
