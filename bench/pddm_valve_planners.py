@@ -11,10 +11,13 @@ planner, with the same seed, exploration data and budget:
 - ``mppi_unfiltered``: the same with beta = 1 (no filtering);
 - ``random_shooting``: uniform random sequences, best one executed.
 
-All use N sequences of H steps per control step on every member (N·H·E evaluations),
-papers.md §7.5 target (2) and (3). Prints per-iteration success, final success over the
-last ``--final`` MPC episodes, mean |Δa| between consecutive actions, planning time; saves
-learning_curves.png in the output folder; the last line is one JSON object.
+Actions are per-step changes in units of the supervisor's step bound (``--action-space
+delta``, the shipped experiment) or PDDM's normalized joint targets (``absolute``), which
+the same bound then clamps. All use N sequences of H steps per control step on every member
+(N·H·E evaluations), papers.md §7.5 target (2) and (3). Prints per-iteration success, final
+success over the last ``--final`` MPC episodes, mean |Δa| between consecutive actions,
+planning time; saves learning_curves.png in the output folder; the last line is one JSON
+object.
 
     python bench/pddm_valve_planners.py                       # ≈ 25 min on 2 cores
     python bench/pddm_valve_planners.py --iterations 4 --planners mppi random_shooting
@@ -65,7 +68,7 @@ def run_planner(name: str, args: argparse.Namespace) -> list[dict]:
     twin = make_twin('hand24', task='valve', seed=args.seed)
     explorer = RandomWalkController(spec, RandomWalkConfig(
         vel_min=0.4, vel_max=0.5, hold_steps=3, seed=args.seed))  # PDDM dclaw_turn
-    env = TwinEnv(twin, spec, explorer, action_space='delta',
+    env = TwinEnv(twin, spec, explorer, action_space=args.action_space,
                   success=lambda names, values:
                   abs(values[names.index('angle_error')]) < SUCCESS_RAD)
     reward = torch_reward(make_reward('valve', env.layout))
@@ -159,6 +162,10 @@ def main() -> int:
     parser.add_argument('--eval-every', type=int, default=0,
                         help='every k-th MPC episode of an iteration runs without the action '
                              'noise; final success then counts only those')
+    parser.add_argument('--action-space', choices=('delta', 'absolute'), default='delta',
+                        help='delta: per-step change in units of the supervisor step bound '
+                        '(the shipped experiment); absolute: normalized joint targets, '
+                        'clamped to that bound (PDDM)')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--out', type=Path, default=None)
     args = parser.parse_args()
@@ -191,7 +198,8 @@ def main() -> int:
                             'explore': args.explore, 'iterations': args.iterations,
                             'per_iteration': args.per_iteration, 'seed': args.seed,
                             'action_noise': args.action_noise,
-                            'eval_every': args.eval_every},
+                            'eval_every': args.eval_every,
+                            'action_space': args.action_space},
                'summaries': summaries}
     if 'mppi' in by_name and 'random_shooting' in by_name:
         figures['mppi_minus_random_shooting'] = (by_name['mppi']['final_success']

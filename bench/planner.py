@@ -294,6 +294,23 @@ def summarize(times: list[float], flops: float, peak: float) -> dict[str, Any]:
             'gflops': gflops, 'peak_fraction': gflops / peak}
 
 
+def budget_at(fraction: float, flops: float, peak_gflops: float,
+              results: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """
+    Time left for the non-matmul work if a step is to reach ``fraction`` of peak.
+
+    ``step_ms`` is the longest step at that rate, ``matmul_ms`` the faster of the two
+    matmul-only runs, ``left_ms`` their difference and ``ours_other_ms`` what ours spends
+    beyond the matmuls (its p50 minus ``matmul_ms``).
+    """
+    step_ms = flops / (fraction * peak_gflops * 1e9) * 1e3
+    matmul_ms = min(r['p50_ms'] for n, r in results.items()
+                    if 'matmuls only' in n and r['status'] == 'ok')
+    return {'fraction': fraction, 'step_ms': step_ms, 'matmul_ms': matmul_ms,
+            'left_ms': step_ms - matmul_ms,
+            'ours_other_ms': results['ours']['p50_ms'] - matmul_ms}
+
+
 def plot(results: dict[str, dict[str, Any]], raw: dict[str, list[float]], path: Path) -> None:
     import matplotlib
     matplotlib.use('Agg')
@@ -381,6 +398,11 @@ def main() -> None:
     print(f"\nours reaches {100 * results['ours']['peak_fraction']:.0f} % of peak; the layer "
           f'matmuls alone, at these shapes, reach {100 * ceiling:.0f} %: the ceiling for any '
           'implementation of this network at these shapes.')
+    budget = budget_at(0.8, flops, peak['gflops'], results)
+    print(f"80 % of peak means a step of at most {budget['step_ms']:.2f} ms; the layer matmuls "
+          f"alone take {budget['matmul_ms']:.2f} ms, leaving {budget['left_ms']:.2f} ms for "
+          f"everything else (activations, sampling, filtering, scoring), which take "
+          f"{budget['ours_other_ms']:.2f} ms in ours.")
 
     plot(results, raw, out / 'latency.png')
     ok_peers = [n for n, r in results.items()
@@ -396,6 +418,7 @@ def main() -> None:
         'peak_by_size': {str(k): v for k, v in peak['by_size'].items()},
         'results': results,
         'matmul_ceiling_fraction': ceiling,
+        'budget_at_80_percent': budget,
         'acceptance': {
             'peak_fraction_ge_0.8': results['ours']['peak_fraction'] >= 0.8,
             'p99_le_1.5_p50': results['ours']['p99_ms'] <= 1.5 * results['ours']['p50_ms'],
