@@ -12,7 +12,7 @@ planner, with the same seed, exploration data and budget:
 - ``random_shooting``: uniform random sequences, best one executed.
 
 Actions are per-step changes in units of the supervisor's step bound (``--action-space
-delta``, the shipped experiment) or PDDM's normalized joint targets (``absolute``), which
+delta``) or PDDM's normalized joint targets (``absolute``, the shipped experiment's), which
 the same bound then clamps. All use N sequences of H steps per control step on every member
 (N·H·E evaluations), papers.md §7.5 target (2) and (3). Prints per-iteration success, final
 success over the last ``--final`` MPC episodes, mean |Δa| between consecutive actions,
@@ -162,9 +162,9 @@ def main() -> int:
     parser.add_argument('--eval-every', type=int, default=0,
                         help='every k-th MPC episode of an iteration runs without the action '
                              'noise; final success then counts only those')
-    parser.add_argument('--action-space', choices=('delta', 'absolute'), default='delta',
-                        help='delta: per-step change in units of the supervisor step bound '
-                        '(the shipped experiment); absolute: normalized joint targets, '
+    parser.add_argument('--action-space', choices=('delta', 'absolute'), default='absolute',
+                        help='delta: per-step change in units of the supervisor step bound; '
+                        'absolute (the shipped experiment\'s): normalized joint targets, '
                         'clamped to that bound (PDDM)')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--out', type=Path, default=None)
