@@ -42,6 +42,7 @@ from dexmpc_ros.control.random_shooting import (RandomShootingConfig,  # noqa: E
                                                 RandomShootingPlanner)
 from dexmpc_ros.control.random_walk import RandomWalkConfig, RandomWalkController  # noqa: E402
 from dexmpc_ros.control.task_rewards import make_reward, torch_reward  # noqa: E402
+from dexmpc_ros.core.action_space import ACTION_SPACES  # noqa: E402
 from dexmpc_ros.core.robot_spec import load_robot_spec  # noqa: E402
 from dexmpc_ros.models.dynamics_config import DynamicsConfig  # noqa: E402
 from dexmpc_ros.robots.twins import make_twin  # noqa: E402
@@ -162,7 +163,7 @@ def main() -> int:
     parser.add_argument('--eval-every', type=int, default=0,
                         help='every k-th MPC episode of an iteration runs without the action '
                              'noise; final success then counts only those')
-    parser.add_argument('--action-space', choices=('delta', 'absolute'), default='absolute',
+    parser.add_argument('--action-space', choices=ACTION_SPACES, default='absolute',
                         help='delta: per-step change in units of the supervisor step bound; '
                         'absolute (the shipped experiment\'s): normalized joint targets, '
                         'clamped to that bound (PDDM)')

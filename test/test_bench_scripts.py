@@ -10,7 +10,6 @@ follow from the settings alone: numbers of steps, episodes and planners, the FLO
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,9 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_bench(script: str, *args: str, timeout: float = 240.0) -> tuple[str, dict[str, Any]]:
     """Run ``bench/<script> args``; return its stdout and the JSON object on its last line."""
-    env = {**os.environ, 'MUJOCO_GL': os.environ.get('MUJOCO_GL', 'egl')}
+    # The environment is conftest's (MUJOCO_GL set for the twins).
     result = subprocess.run([sys.executable, str(ROOT / 'bench' / script), *args], cwd=ROOT,
-                            env=env, capture_output=True, text=True, timeout=timeout)
+                            capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
     assert len(lines) > 1, 'a table is printed before the JSON line'
