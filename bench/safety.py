@@ -46,6 +46,7 @@ from dexmpc_ros.core.robot_spec import load_robot_spec  # noqa: E402
 from dexmpc_ros.data.bag_reader import read_bag  # noqa: E402
 from dexmpc_ros.ros import fault_trials, latency  # noqa: E402
 from dexmpc_ros.ros.probe import GraphProbe  # noqa: E402
+from dexmpc_ros.runtime.domains import reserve_free_domain  # noqa: E402
 from dexmpc_ros.runtime.experiment import load_experiment  # noqa: E402
 from dexmpc_ros.runtime.ros_env import ros_environment  # noqa: E402
 from dexmpc_ros.runtime.runner import started  # noqa: E402
@@ -197,6 +198,28 @@ def run_fuzz_dds(domain: int, robot: str, seconds: float, out: Path) -> dict:
             'filter_p99_us': float(safety.get('latency_us_p99', 'nan'))}
 
 
+class SectionDomains:
+    """
+    A fresh reserved ROS domain for each section (no stale participants from the last one).
+
+    Uses the project's picker (runtime/domains.py): domains a ``dexmpc up`` holds or a test
+    session reserved are skipped, and the reservation is kept until the next section.
+    """
+
+    def __init__(self, start: int | None) -> None:
+        self._order = list(range(start, 102)) if start is not None else list(range(101, 0, -1))
+        self._used: set[int] = set()
+        self._claim = None
+
+    def fresh(self) -> int:
+        if self._claim is not None:
+            self._claim.release()
+        candidates = [d for d in self._order if d not in self._used]
+        self._claim = reserve_free_domain(candidates, 'bench/safety.py')
+        self._used.add(self._claim.domain_id)
+        return self._claim.domain_id
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[1])
     parser.add_argument('--quick', action='store_true', help='fewer trials, shorter fuzzing')
@@ -205,13 +228,14 @@ def main() -> int:
     args = parser.parse_args()
     out = args.out or Path('runs') / time.strftime('bench_safety_%Y%m%d_%H%M%S')
     out.mkdir(parents=True, exist_ok=True)
-    domain = args.domain if args.domain is not None else 100 + os.getpid() % 80
+    domains = SectionDomains(args.domain)
+    domain = domains.fresh()
     quick = args.quick
     started_at = time.monotonic()
     report: dict = {'bench': 'safety', 'quick': quick}
 
     report['latency'] = run_latency(domain, 8.0 if quick else 20.0, out)
-    domain += 1  # a fresh domain per section: no stale participants from the last one
+    domain = domains.fresh()
 
     estop_rows, kill_rows, freeze_rows = [], [], []
     trial_times: dict[str, dict[str, list[float]]] = {}
@@ -221,8 +245,9 @@ def main() -> int:
         period_ms = spec.period_s * 1e3
         trials = 3 if quick else (8 if robot == 'widowx' else 4)
         res = run_estop_and_freeze(domain, robot, trials, out)
-        domain += 1
+        domain = domains.fresh()
         kills = run_kill(domain, robot, 1 if quick else (4 if robot == 'widowx' else 2), out)
+        domain = domains.fresh()
         trial_times[robot] = {
             'e-stop: hold sent': [t['hold_ms'] for t in res['estop']],
             'e-stop: stopped': [t['stop_ms'] for t in res['estop']],
@@ -269,8 +294,8 @@ def main() -> int:
     fuzz_rows = []
     report['fuzz_dds'] = {}
     for robot in FUZZ:
-        domain += 1
         f = run_fuzz_dds(domain, robot, seconds, out)
+        domain = domains.fresh()
         report['fuzz_dds'][robot] = f
         fuzz_rows.append([robot, f['fuzzed'], f['forwarded'], f['samples'], f['violations'],
                           f['worst_position'], f['worst_workspace'], f['overspeed'],

@@ -47,13 +47,17 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture
-def ros_domain() -> int:
-    """A ROS_DOMAIN_ID no other concurrently running test, nor a `dexmpc up`, uses."""
-    for _ in range(25):
-        domain = next(_DOMAINS)
-        if domains.holder(domain) is None:   # skip a user's run on this machine
-            return domain
-    raise RuntimeError("all of this worker's 25 ROS domains are held by dexmpc runs")
+def ros_domain():
+    """
+    A ROS_DOMAIN_ID no other concurrently running test, test session, nor a `dexmpc up`
+    uses: reserved (runtime/domains.py) for the test's duration.
+    """
+    first = next(_DOMAINS)
+    # This worker's range first, then any other domain of 1..101.
+    own = [first + k for k in range(25) if first + k <= 100]
+    candidates = own + [d for d in range(1, 102) if d not in own]
+    with domains.reserve_free_domain(candidates, f'pytest {_WORKER}') as claim:
+        yield claim.domain_id
 
 
 @pytest.fixture

@@ -89,3 +89,34 @@ def test_dexmpc_up_refuses_the_inherited_domain_too(other_run, tmp_path, capsys,
     assert main(['up', 'widowx_scripted_sim', '--duration', '1',
                  '--output', str(tmp_path / 'run')]) == 2
     assert 'ROS_DOMAIN_ID 7 is in use' in capsys.readouterr().err
+
+
+def test_reservations_skip_held_and_reserved_domains(other_run):
+    first = domains.reserve_free_domain([7, 8, 9], 'pytest a')   # 7 is held by a run
+    assert first.domain_id == 8
+    second = domains.reserve_free_domain([7, 8, 9], 'pytest b')  # 8 is reserved
+    assert second.domain_id == 9
+    with claim_domain(8, 'runs/mine') as claim:   # the reserver's own run may use it
+        assert claim.domain_id == 8
+    with pytest.raises(DomainBusyError, match='no free ROS_DOMAIN_ID'):
+        domains.reserve_free_domain([7, 8, 9, 150], 'pytest c')
+    first.release()
+    with domains.reserve_free_domain([7, 8, 9], 'pytest c') as third:
+        assert third.domain_id == 8
+    second.release()
+
+
+def test_the_safety_bench_takes_reserved_in_range_domains_for_any_pid():
+    """bench/safety.py used 100 + pid % 80 and counted up: over 101 for most pids."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / 'bench' / 'safety.py'
+    spec = importlib.util.spec_from_file_location('bench_safety', path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    sections = bench.SectionDomains(None)
+    seen = [sections.fresh() for _ in range(12)]
+    assert len(set(seen)) == 12 and all(1 <= d <= 101 for d in seen)
+    assert domains.holder(seen[-1]) is None          # a reservation does not block dexmpc up
+    with pytest.raises(DomainBusyError):             # ... but does block other reservers
+        domains.reserve_free_domain([seen[-1]], 'pytest')

@@ -8,6 +8,11 @@ refuses to start in a domain another run holds, naming that run. ``--domain-id a
 the highest free domain of 1..101 (ROS 2's safe range on Linux is 0..101; the test suite
 counts up from 1, so runs and tests rarely meet).
 
+A process that starts graphs itself (the test suite, bench/safety.py) *reserves* domains
+with :func:`reserve_free_domain`: a second lock file, ``<id>.reserved.lock``, that other
+reservers respect and that does not stop the reserver's own ``dexmpc up`` in that domain.
+It skips domains a run holds, so parallel test sessions and benches never share a domain.
+
 The lock is ``fcntl.flock``: the kernel drops it when its process exits, killed or not, so
 no stale lock outlives a crashed run. It only sees dexmpc runs on this machine, not other
 ROS 2 graphs.
@@ -18,6 +23,7 @@ from __future__ import annotations
 import fcntl
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from dexmpc_ros.core.errors import DexmpcError
@@ -55,10 +61,10 @@ class DomainClaim:
         self.release()
 
 
-def _try_claim(domain_id: int, owner: str) -> DomainClaim | None:
+def _try_claim(domain_id: int, owner: str, suffix: str = 'lock') -> DomainClaim | None:
     directory = lock_dir()
     directory.mkdir(parents=True, exist_ok=True)
-    fd = os.open(directory / f'{domain_id}.lock', os.O_RDWR | os.O_CREAT, 0o666)
+    fd = os.open(directory / f'{domain_id}.{suffix}', os.O_RDWR | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -108,3 +114,26 @@ def claim_domain(domain_id: int | None, owner: str) -> DomainClaim:
         if claim is not None:
             return claim
     raise DomainBusyError('every ROS_DOMAIN_ID of 1..101 is held by a dexmpc run')
+
+
+def reserve_free_domain(candidates: Iterable[int], owner: str) -> DomainClaim:
+    """
+    Reserve the first of ``candidates`` that no run holds and no other reserver has.
+
+    For code that starts graphs in domains it picks (tests, benches): the reservation keeps
+    other reservers out while the caller's own ``dexmpc up`` can still claim the domain.
+
+    Raises:
+        DomainBusyError: every candidate is held or reserved (or outside 0..101).
+    """
+    tried = []
+    for domain_id in candidates:
+        tried.append(domain_id)
+        if domain_id not in SAFE_DOMAINS or holder(domain_id) is not None:
+            continue
+        claim = _try_claim(domain_id, owner, suffix='reserved.lock')
+        if claim is not None:
+            return claim
+    raise DomainBusyError(f'no free ROS_DOMAIN_ID among {len(tried)} candidates '
+                          f'({min(tried, default="-")}..{max(tried, default="-")}): '
+                          'all held by dexmpc runs or reserved by other test sessions')
