@@ -44,8 +44,8 @@ from pathlib import Path
 import numpy as np
 
 from dexmpc_ros.core.robot_spec import load_robot_spec
-from dexmpc_ros.emulators.dynamixel_bus import widowx_bus_emulator
-from dexmpc_ros.robots.drivers.widowx import WidowXDriver, WidowXDriverConfig
+from dexmpc_ros.robots.widowx.emulator import widowx_bus_emulator
+from dexmpc_ros.robots.widowx.driver import WidowXDriver, WidowXDriverConfig
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_HZ = 100.0                 # WidowX control loop
@@ -80,8 +80,8 @@ def widowx_bus(in_process: bool):
             yield emulator.path
         return
     port = os.path.join(tempfile.mkdtemp(prefix='dexmpc-bench-'), 'ttyDXL')
-    proc = subprocess.Popen([sys.executable, '-m', 'dexmpc_ros.emulators.dynamixel_bus',
-                             '--port', port, '--robot', 'widowx'], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, '-m', 'dexmpc_ros.robots.widowx.emulator',
+                             '--port', port], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         ready = proc.stdout.readline()          # printed once the bus serves

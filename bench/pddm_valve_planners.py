@@ -37,15 +37,15 @@ import numpy as np
 
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
-from dexmpc_ros.control.mppi import MPPIConfig, MPPIPlanner  # noqa: E402
-from dexmpc_ros.control.random_shooting import (RandomShootingConfig,  # noqa: E402
-                                                RandomShootingPlanner)
+from dexmpc_ros.control.planners.mppi import MPPIConfig, MPPIPlanner  # noqa: E402
+from dexmpc_ros.control.planners.random_shooting import (RandomShootingConfig,  # noqa: E402
+                                                         RandomShootingPlanner)
 from dexmpc_ros.control.random_walk import RandomWalkConfig, RandomWalkController  # noqa: E402
 from dexmpc_ros.control.task_rewards import make_reward, torch_reward  # noqa: E402
 from dexmpc_ros.core.action_space import ACTION_SPACES  # noqa: E402
 from dexmpc_ros.core.robot_spec import load_robot_spec  # noqa: E402
-from dexmpc_ros.models.dynamics_config import DynamicsConfig  # noqa: E402
-from dexmpc_ros.robots.twins import make_twin  # noqa: E402
+from dexmpc_ros.learning.dynamics.config import DynamicsConfig  # noqa: E402
+from dexmpc_ros.robots.registry import make_twin  # noqa: E402
 from dexmpc_ros.runtime.sim_loop import LoopConfig, TwinEnv, run_loop  # noqa: E402
 
 SUCCESS_RAD = 0.25

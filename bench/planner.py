@@ -57,10 +57,10 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from dexmpc_ros.control.mppi import MPPIConfig, MPPIPlanner  # noqa: E402
-from dexmpc_ros.models.dynamics import DeltaDynamics  # noqa: E402
-from dexmpc_ros.models.dynamics_config import DynamicsConfig  # noqa: E402
-from dexmpc_ros.models.fast_rollout import folded_layers  # noqa: E402
+from dexmpc_ros.control.planners.mppi import MPPIConfig, MPPIPlanner  # noqa: E402
+from dexmpc_ros.learning.dynamics.model import DeltaDynamics  # noqa: E402
+from dexmpc_ros.learning.dynamics.config import DynamicsConfig  # noqa: E402
+from dexmpc_ros.learning.dynamics.fast_rollout import folded_layers  # noqa: E402
 
 E, N, H, NX, NU, HIDDEN = 3, 700, 7, 52, 20, (250, 250)
 KAPPA, SIGMA, BETA = 20.0, 0.9, 0.6

@@ -46,13 +46,13 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from dexmpc_ros.control.random_shooting import (RandomShootingConfig,  # noqa: E402
-                                                RandomShootingPlanner)
-from dexmpc_ros.models.checkpoint import save_checkpoint  # noqa: E402
-from dexmpc_ros.models.dagger import DaggerConfig, rollout, run_dagger  # noqa: E402
-from dexmpc_ros.models.dynamics_config import DynamicsConfig  # noqa: E402
-from dexmpc_ros.models.policy import MLPPolicy, PolicyConfig, save_policy  # noqa: E402
-from dexmpc_ros.models.ppo import PPO, PPOConfig  # noqa: E402
+from dexmpc_ros.control.planners.random_shooting import (RandomShootingConfig,  # noqa: E402
+                                                         RandomShootingPlanner)
+from dexmpc_ros.learning.checkpoint import save_checkpoint  # noqa: E402
+from dexmpc_ros.learning.policies.dagger import DaggerConfig, rollout, run_dagger  # noqa: E402
+from dexmpc_ros.learning.dynamics.config import DynamicsConfig  # noqa: E402
+from dexmpc_ros.learning.policies.mlp import MLPPolicy, PolicyConfig, save_policy  # noqa: E402
+from dexmpc_ros.learning.policies.ppo import PPO, PPOConfig  # noqa: E402
 from dexmpc_ros.runtime.gym_env import GymEnv  # noqa: E402
 from dexmpc_ros.runtime.sim_loop import LoopConfig, run_loop  # noqa: E402
 

@@ -24,8 +24,8 @@ import time
 
 import numpy as np
 
-from dexmpc_ros.emulators.roach_firmware import EmulatorConfig, RoachFirmwareEmulator, TwinBody
-from dexmpc_ros.robots.drivers.roach import RoachDriver, RoachDriverConfig
+from dexmpc_ros.robots.roach.firmware import EmulatorConfig, RoachFirmwareEmulator, TwinBody
+from dexmpc_ros.robots.roach.driver import RoachDriver, RoachDriverConfig
 
 
 def _wait(predicate, timeout: float) -> float:
@@ -43,7 +43,7 @@ def measure_roach_link(duration_s: float = 2.0, round_trips: int = 50, rate_hz: 
     """Measure the roach link end to end; see the module docstring for the keys."""
     body = None
     if twin:
-        from dexmpc_ros.robots.twins.roach import RoachTwin
+        from dexmpc_ros.robots.roach.twin import RoachTwin
         body = TwinBody(RoachTwin(task='straight', seed=0))
     config = EmulatorConfig(telemetry_rate_hz=rate_hz, command_timeout_s=0.0)
     with RoachFirmwareEmulator(body=body, config=config) as emu, \

@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from dexmpc_ros.core.robot_spec import RobotSpec
-from dexmpc_ros.robots.drivers.base import (Driver, DriverState, HardwareFaultError,
-                                            PortMissingError)
+from dexmpc_ros.robots.driver import Driver, DriverState, HardwareFaultError, PortMissingError
 
 
 @dataclass(frozen=True)

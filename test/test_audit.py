@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dexmpc_ros.core.robot_spec import load_robot_spec
-from dexmpc_ros.robots.kinematics import wx250s_ee_position
+from dexmpc_ros.robots.widowx.kinematics import wx250s_ee_position
 from dexmpc_ros.safety.audit import (
     POSITION_TOLERANCE,
     POSITION_TOLERANCE_MAX,

@@ -109,7 +109,7 @@ def test_missing_camera_exits_non_zero_with_the_hint(tmp_path, ros_env, source, 
 
 
 def test_recording_source_plays_a_recording_in_a_loop(tmp_path, ros_env, ros_domain):
-    from dexmpc_ros.emulators.realsense_device import write_recording
+    from dexmpc_ros.robots.camera.device import write_recording
     # 12 frames last 0.4 s at 30 fps: without the loop they could be over before the
     # viewer is discovered; with it the viewer must see the recording start again
     path = write_recording(tmp_path / 'rec.db3', 12, width=W, height=H, fps=30)

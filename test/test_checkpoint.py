@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from dexmpc_ros.core.errors import CheckpointError, DexmpcError
-from dexmpc_ros.models.checkpoint import (FORMAT_VERSION, MANIFEST_FILE, WEIGHTS_FILE,
-                                          load_checkpoint, save_checkpoint)
-from dexmpc_ros.models.dynamics import DeltaDynamics
-from dexmpc_ros.models.dynamics_config import DynamicsConfig
+from dexmpc_ros.learning.checkpoint import (FORMAT_VERSION, MANIFEST_FILE, WEIGHTS_FILE,
+                                            load_checkpoint, save_checkpoint)
+from dexmpc_ros.learning.dynamics.model import DeltaDynamics
+from dexmpc_ros.learning.dynamics.config import DynamicsConfig
 
 NX, NU = 3, 2
 STATE_NAMES = ['q0', 'q1', 'q2']

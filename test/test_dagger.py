@@ -1,5 +1,5 @@
 """
-DAgger (models/dagger.py) on a toy double integrator whose teacher is a known linear law.
+DAgger (learning/policies/dagger.py) on a toy double integrator with a known linear teacher.
 
 The teacher's own data is one episode from one start, so behaviour cloning alone sees a
 thin slice of the state space; DAgger must label the states the student itself visits
@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dexmpc_ros.models.dagger import DaggerConfig, rollout, run_dagger
-from dexmpc_ros.models.policy import MLPPolicy, PolicyConfig
+from dexmpc_ros.learning.policies.dagger import DaggerConfig, rollout, run_dagger
+from dexmpc_ros.learning.policies.mlp import MLPPolicy, PolicyConfig
 
 K = np.array([3.0, 2.5])
 STEPS = 60

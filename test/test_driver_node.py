@@ -32,8 +32,8 @@ from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 from dexmpc_ros.core.errors import ConfigError  # noqa: E402
 from dexmpc_ros.core.robot_spec import load_robot_spec, parse_robot_spec  # noqa: E402
-from dexmpc_ros.robots.drivers.base import PortMissingError  # noqa: E402
-from dexmpc_ros.robots.drivers.registry import make_driver  # noqa: E402
+from dexmpc_ros.robots.driver import PortMissingError  # noqa: E402
+from dexmpc_ros.robots.driver_registry import make_driver  # noqa: E402
 from dexmpc_ros.ros import convert  # noqa: E402
 from dexmpc_ros.ros.probe import GraphProbe  # noqa: E402
 from node_process import start_node as start_node_process, stop  # noqa: E402
@@ -261,7 +261,7 @@ def widowx_node_on_emulated_bus(tmp_path, ros_env, ros_domain) -> Iterator[tuple
     Yields (bus, manager probe, alive) once joint_states stream and the node subscribes to
     commands; ``alive()`` asserts the node process is still running (its log otherwise).
     """
-    from dexmpc_ros.emulators.dynamixel_bus import widowx_bus_emulator
+    from dexmpc_ros.robots.widowx.emulator import widowx_bus_emulator
 
     bus = widowx_bus_emulator().start()
     proc = probe = None
@@ -289,7 +289,7 @@ def widowx_node_on_emulated_bus(tmp_path, ros_env, ros_domain) -> Iterator[tuple
 
 def test_widowx_driver_through_the_node_on_the_emulated_bus(tmp_path, ros_env, ros_domain):
     """The real WidowXDriver (dynamixel_sdk) in the node, the emulated bus in this process."""
-    from dexmpc_ros.robots.drivers import dynamixel_protocol as dxl
+    from dexmpc_ros.wire import dynamixel_protocol as dxl
 
     spec = load_robot_spec('widowx')
     with widowx_node_on_emulated_bus(tmp_path, ros_env, ros_domain) as (bus, probe, _):
@@ -380,8 +380,8 @@ def test_widowx_node_unplug_and_silent_servo_hold_then_recover(tmp_path, ros_env
 
 def test_roach_driver_through_the_node_link_loss_and_recover(tmp_path, ros_env, ros_domain):
     """The real RoachDriver (pyserial, XBee frames) in the node, the robot's firmware here."""
-    from dexmpc_ros.emulators.pty_link import PtyLink
-    from dexmpc_ros.emulators.roach_firmware import EmulatorConfig, RoachFirmwareEmulator
+    from dexmpc_ros.wire.pty_link import PtyLink
+    from dexmpc_ros.robots.roach.firmware import EmulatorConfig, RoachFirmwareEmulator
 
     spec = load_robot_spec('roach')
     link = PtyLink(str(tmp_path / 'ttyROACH'), drop_when_full=True)
@@ -448,8 +448,8 @@ def start_safety(tmp_path: Path, ros_env: dict, **params) -> tuple[subprocess.Po
 
 def test_roach_imu_gives_the_supervisor_its_body_rate(tmp_path, ros_env, ros_domain):
     """backend hardware: driver imu at the control rate -> the supervisor passes commands."""
-    from dexmpc_ros.emulators.pty_link import PtyLink
-    from dexmpc_ros.emulators.roach_firmware import RoachFirmwareEmulator
+    from dexmpc_ros.wire.pty_link import PtyLink
+    from dexmpc_ros.robots.roach.firmware import RoachFirmwareEmulator
     from dexmpc_ros.ros.probe import GraphProbe
 
     spec = load_robot_spec('roach')

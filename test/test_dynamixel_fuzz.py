@@ -12,7 +12,7 @@ from dynamixel_sdk import PacketHandler
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from dexmpc_ros.robots.drivers import dynamixel_protocol as dxl
+from dexmpc_ros.wire import dynamixel_protocol as dxl
 
 FAST = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

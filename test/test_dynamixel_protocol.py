@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dexmpc_ros.robots.drivers import dynamixel_protocol as dxl
-from dexmpc_ros.robots.drivers.dynamixel_protocol import Instruction
+from dexmpc_ros.wire import dynamixel_protocol as dxl
+from dexmpc_ros.wire.dynamixel_protocol import Instruction
 
 
 def h(text: str) -> bytes:

@@ -24,8 +24,8 @@ import yaml
 
 from dexmpc_ros.core.robot_spec import load_robot_spec
 from dexmpc_ros.data.bag_reader import episodes, joint_state_series, read_bag, split_states
-from dexmpc_ros.emulators.hil_world import HilWorld
-from dexmpc_ros.robots.drivers.registry import make_driver
+from dexmpc_ros.robots.hil_world import HilWorld
+from dexmpc_ros.robots.driver_registry import make_driver
 from node_process import start_node, stop
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,6 +1,6 @@
 """
 Crash-safe file writing (core/files.py): atomic replacement with the ordinary file mode,
-and the checkpoint directory (models/checkpoint.py) likewise readable by others.
+and the checkpoint directory (learning/checkpoint.py) likewise readable by others.
 """
 
 from __future__ import annotations
@@ -73,9 +73,9 @@ def test_a_failed_write_leaves_the_target_and_no_temp_file(tmp_path):
 
 def test_checkpoint_directory_and_files_get_ordinary_modes(tmp_path, set_umask):
     torch = pytest.importorskip('torch')
-    from dexmpc_ros.models.checkpoint import MANIFEST_FILE, WEIGHTS_FILE, save_checkpoint
-    from dexmpc_ros.models.dynamics import DeltaDynamics
-    from dexmpc_ros.models.dynamics_config import DynamicsConfig
+    from dexmpc_ros.learning.checkpoint import MANIFEST_FILE, WEIGHTS_FILE, save_checkpoint
+    from dexmpc_ros.learning.dynamics.model import DeltaDynamics
+    from dexmpc_ros.learning.dynamics.config import DynamicsConfig
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)   # the 2 cores are shared

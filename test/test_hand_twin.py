@@ -11,13 +11,12 @@ import pytest
 from conftest import urdf_root
 
 from dexmpc_ros.core.robot_spec import load_robot_spec
-from dexmpc_ros.robots.twins import make_twin
-from dexmpc_ros.robots.twins.hand import (ASSETS, HandTwin, gymnasium_hand_dir, load_scene,
-                                          mujoco_actuator_name, mujoco_joint_name, scene_xml)
-from dexmpc_ros.robots.twins.hand_tasks import (BAODING_STATE_NAMES, VALVE_STATE_NAMES,
-                                                BaodingTask, ValveTask, baoding_targets,
-                                                reward_baoding, reward_valve,
-                                                valve_angle_error)
+from dexmpc_ros.robots.registry import make_twin
+from dexmpc_ros.robots.hand24.twin import (ASSETS, HandTwin, gymnasium_hand_dir, load_scene,
+                                           mujoco_actuator_name, mujoco_joint_name, scene_xml)
+from dexmpc_ros.robots.hand24.tasks import (BAODING_STATE_NAMES, VALVE_STATE_NAMES, BaodingTask,
+                                            ValveTask, baoding_targets, reward_baoding,
+                                            reward_valve, valve_angle_error)
 
 FINGERS = ('FF', 'MF', 'RF', 'LF')
 JOINT_ORDER = (['WRJ2', 'WRJ1', 'FFJ4', 'FFJ3', 'FFJ2', 'FFJ1', 'MFJ4', 'MFJ3', 'MFJ2', 'MFJ1',

@@ -23,7 +23,7 @@ from test_mpc_node import tiny_checkpoint  # noqa: E402
 from test_transitions import TwinRecording  # noqa: E402
 
 from dexmpc_ros.core.robot_spec import load_robot_spec  # noqa: E402
-from dexmpc_ros.models.store import CheckpointStore  # noqa: E402
+from dexmpc_ros.learning.store import CheckpointStore  # noqa: E402
 from dexmpc_ros.ros import convert  # noqa: E402
 from dexmpc_ros.ros.learner_node import STOP_TIMEOUT_S  # noqa: E402
 from dexmpc_ros.ros.probe import GraphProbe  # noqa: E402

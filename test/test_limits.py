@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dexmpc_ros.core.robot_spec import JointLimit, RobotSpec, load_robot_spec
-from dexmpc_ros.robots.kinematics import WX250S_JOINTS, wx250s_ee_position
+from dexmpc_ros.robots.widowx.kinematics import WX250S_JOINTS, wx250s_ee_position
 from dexmpc_ros.safety.clamp_rules import (
     WORKSPACE_SAMPLES,
     clamp_body_rate,

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from dexmpc_ros.models.dynamics import DeltaDynamics, add_noise
-from dexmpc_ros.models.dynamics_config import DynamicsConfig
-from dexmpc_ros.models.ensemble import EnsembleMLP
-from dexmpc_ros.models.normalizer import Normalizer
+from dexmpc_ros.learning.dynamics.model import DeltaDynamics, add_noise
+from dexmpc_ros.learning.dynamics.config import DynamicsConfig
+from dexmpc_ros.learning.ensemble import EnsembleMLP
+from dexmpc_ros.learning.normalizer import Normalizer
 
 NX, NU = 4, 2
 # A symmetric, eigenvalues 0.95..0.7 (stable); fixed so every threshold below is reproducible.

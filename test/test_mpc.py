@@ -11,9 +11,9 @@ from dexmpc_ros.control.twin_model import TwinModel
 from dexmpc_ros.core.robot_spec import load_robot_spec
 from dexmpc_ros.core.state_layout import StateLayout
 from dexmpc_ros.core.types import Observation
-from dexmpc_ros.models.dynamics import DeltaDynamics
-from dexmpc_ros.models.dynamics_config import DynamicsConfig
-from dexmpc_ros.robots.twins import make_twin
+from dexmpc_ros.learning.dynamics.model import DeltaDynamics
+from dexmpc_ros.learning.dynamics.config import DynamicsConfig
+from dexmpc_ros.robots.registry import make_twin
 
 
 def observe(twin) -> Observation:

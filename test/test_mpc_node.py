@@ -21,10 +21,10 @@ from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 from dexmpc_ros.core.robot_spec import load_robot_spec  # noqa: E402
 from dexmpc_ros.core.state_layout import StateLayout  # noqa: E402
-from dexmpc_ros.models.checkpoint import save_checkpoint  # noqa: E402
-from dexmpc_ros.models.dynamics import DeltaDynamics  # noqa: E402
-from dexmpc_ros.models.dynamics_config import DynamicsConfig  # noqa: E402
-from dexmpc_ros.robots.twins.hand_tasks import VALVE_STATE_NAMES  # noqa: E402
+from dexmpc_ros.learning.checkpoint import save_checkpoint  # noqa: E402
+from dexmpc_ros.learning.dynamics.model import DeltaDynamics  # noqa: E402
+from dexmpc_ros.learning.dynamics.config import DynamicsConfig  # noqa: E402
+from dexmpc_ros.robots.hand24.tasks import VALVE_STATE_NAMES  # noqa: E402
 from dexmpc_ros.ros import convert  # noqa: E402
 from dexmpc_ros.ros.fault_trials import ensure_armed  # noqa: E402
 from dexmpc_ros.ros.probe import GraphProbe  # noqa: E402
@@ -122,7 +122,7 @@ def test_pddm_loop_explores_learns_and_plans_unattended(tmp_path, ros_env):
     import sys
 
     from dexmpc_ros.data.bag_reader import read_bag
-    from dexmpc_ros.models.store import CheckpointStore
+    from dexmpc_ros.learning.store import CheckpointStore
     from dexmpc_ros.ros.fault_trials import command_values, joint_arrays
     from dexmpc_ros.safety.audit import audit
 

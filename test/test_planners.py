@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from dexmpc_ros.control.cem import CEMConfig, CEMPlanner
-from dexmpc_ros.control.mppi import MPPIConfig, MPPIPlanner, filter_sequences, mppi_weights
-from dexmpc_ros.control.planning import PlannerConfig, RolloutModel, score
-from dexmpc_ros.control.random_shooting import RandomShootingConfig, RandomShootingPlanner
+from dexmpc_ros.control.planners.cem import CEMConfig, CEMPlanner
+from dexmpc_ros.control.planners.mppi import (MPPIConfig, MPPIPlanner, filter_sequences,
+                                              mppi_weights)
+from dexmpc_ros.control.planners.base import PlannerConfig, RolloutModel, score
+from dexmpc_ros.control.planners.random_shooting import RandomShootingConfig, RandomShootingPlanner
 
 DT, C, W = 0.1, 0.1, 100.0
 B = np.array([[1.0, 0.5], [0.0, 1.0]])

@@ -1,5 +1,5 @@
 """
-MLP policy (models/policy.py) and its controller (control/mlp_policy.py).
+MLP policy (learning/policies/mlp.py) and its controller (control/mlp_policy.py).
 
 Distillation must recover a known map, a checkpoint must round-trip bit for bit and be
 refused with CheckpointError when corrupt or not what the caller expects, and the
@@ -20,10 +20,10 @@ from dexmpc_ros.core.action_space import ActionScaler, DeltaActionScaler
 from dexmpc_ros.core.errors import CheckpointError
 from dexmpc_ros.core.state_layout import StateLayout
 from dexmpc_ros.core.types import Observation
-from dexmpc_ros.models.checkpoint import save_checkpoint
-from dexmpc_ros.models.dynamics import DeltaDynamics
-from dexmpc_ros.models.dynamics_config import DynamicsConfig
-from dexmpc_ros.models.policy import MLPPolicy, PolicyConfig, load_policy, save_policy
+from dexmpc_ros.learning.checkpoint import save_checkpoint
+from dexmpc_ros.learning.dynamics.model import DeltaDynamics
+from dexmpc_ros.learning.dynamics.config import DynamicsConfig
+from dexmpc_ros.learning.policies.mlp import MLPPolicy, PolicyConfig, load_policy, save_policy
 
 W = np.array([[0.02, -0.01, 0.0], [0.0, 0.03, 0.5]])
 B = np.array([0.1, -0.2])

@@ -1,5 +1,5 @@
 """
-PPO (models/ppo.py): GAE against hand-computed values, learning on 1-D point reaching.
+PPO (learning/policies/ppo.py): GAE against hand-computed values, learning on 1-D point reaching.
 
 Point reaching: x' = clip(x + 0.2·clip(a), ±2), reward -|x|, 20 steps from x0 ~ U(-1, 1).
 A fresh policy (mean ≈ 0) scores about -11 on the evaluation starts, the bang-bang optimum
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from dexmpc_ros.models.dagger import rollout
-from dexmpc_ros.models.policy import MLPPolicy, PolicyConfig
-from dexmpc_ros.models.ppo import PPO, PPOConfig, gae
+from dexmpc_ros.learning.policies.dagger import rollout
+from dexmpc_ros.learning.policies.mlp import MLPPolicy, PolicyConfig
+from dexmpc_ros.learning.policies.ppo import PPO, PPOConfig, gae
 
 STEPS = 20
 EVAL_SEEDS = range(900, 930)

@@ -10,12 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dexmpc_ros.emulators.realsense_device import SyntheticRealSense, write_recording
-from dexmpc_ros.robots.drivers.base import (DeviceNotAnsweringError, NotConnectedError,
-                                            PortMissingError, WrongDeviceError)
-from dexmpc_ros.robots.drivers.realsense import (CameraNotFoundError, PipelineSource,
-                                                 RealSenseCamera, RealSenseConfig,
-                                                 choose_device)
+from dexmpc_ros.robots.camera.device import SyntheticRealSense, write_recording
+from dexmpc_ros.robots.driver import (DeviceNotAnsweringError, NotConnectedError, PortMissingError,
+                                      WrongDeviceError)
+from dexmpc_ros.robots.camera.driver import (CameraNotFoundError, PipelineSource, RealSenseCamera,
+                                             RealSenseConfig, choose_device)
 
 rs = pytest.importorskip('pyrealsense2')
 

@@ -25,7 +25,7 @@ from rosbags.typesys import Stores, get_typestore
 
 from dexmpc_ros.core.errors import BagError
 from dexmpc_ros.data.bag_writer import BagWriter
-from dexmpc_ros.models.store import CheckpointStore
+from dexmpc_ros.learning.store import CheckpointStore
 from dexmpc_ros.runtime import cli
 from dexmpc_ros.runtime.report import build_report, write_report
 from dexmpc_ros.runtime.report_plots import PLOTS

@@ -19,14 +19,13 @@ import numpy as np
 import pytest
 
 from dexmpc_ros.core.robot_spec import load_robot_spec
-from dexmpc_ros.emulators.pty_link import PtyLink
-from dexmpc_ros.emulators.roach_firmware import (EmulatorConfig, RoachFirmwareEmulator,
-                                                 TwinBody)
-from dexmpc_ros.robots.drivers import roach_protocol as rp
-from dexmpc_ros.robots.drivers.base import (DeviceNotAnsweringError, DriverError,
-                                            NotConnectedError, PortMissingError)
-from dexmpc_ros.robots.drivers.roach import RoachDriver, RoachDriverConfig
-from dexmpc_ros.robots.drivers.xbee import FrameParser, RxPacket16, TxRequest16, TxStatus
+from dexmpc_ros.wire.pty_link import PtyLink
+from dexmpc_ros.robots.roach.firmware import EmulatorConfig, RoachFirmwareEmulator, TwinBody
+from dexmpc_ros.robots.roach import protocol as rp
+from dexmpc_ros.robots.driver import (DeviceNotAnsweringError, DriverError, NotConnectedError,
+                                      PortMissingError)
+from dexmpc_ros.robots.roach.driver import RoachDriver, RoachDriverConfig
+from dexmpc_ros.wire.xbee import FrameParser, RxPacket16, TxRequest16, TxStatus
 
 REPO = Path(__file__).resolve().parents[1]
 T = 0.3          # link-loss budget [s]
@@ -221,7 +220,7 @@ def test_round_trip_and_disconnect_stops_the_robot(driver, emulator):
 
 
 def test_twin_backed_emulator_moves_the_twin(tmp_path):
-    from dexmpc_ros.robots.twins.roach import RoachTwin
+    from dexmpc_ros.robots.roach.twin import RoachTwin
     twin = RoachTwin(task='straight', seed=0)
     with RoachFirmwareEmulator(pty(tmp_path), body=TwinBody(twin),
                                config=EmulatorConfig(command_timeout_s=0.0)) as emu, \
@@ -236,7 +235,7 @@ def test_twin_backed_emulator_moves_the_twin(tmp_path):
 
 def test_cli_serves_until_sigterm(tmp_path):
     port = str(tmp_path / 'ttyROACH')
-    proc = subprocess.Popen([sys.executable, '-m', 'dexmpc_ros.emulators.roach_firmware',
+    proc = subprocess.Popen([sys.executable, '-m', 'dexmpc_ros.robots.roach.firmware',
                              '--port', port], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:

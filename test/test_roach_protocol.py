@@ -1,4 +1,4 @@
-"""VelociRoACH payloads and the 46-byte telemetry record (robots/drivers/roach_protocol.py)."""
+"""VelociRoACH payloads and the 46-byte telemetry record (robots/roach/protocol.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import struct
 import numpy as np
 import pytest
 
-from dexmpc_ros.robots.drivers import roach_protocol as rp
+from dexmpc_ros.robots.roach import protocol as rp
 
 EXTREMES = rp.TelemetryRecord(0xFFFFFFFF, 0, -2**31, 2**31 - 1, 123456, -654321, -3800, 3800,
                               -32768, 32767, 1, 2, 3, 4096, -512, 1023, 700)

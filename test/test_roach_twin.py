@@ -11,11 +11,11 @@ import pytest
 from conftest import urdf_root
 
 from dexmpc_ros.core.robot_spec import load_robot_spec
-from dexmpc_ros.robots.twins import make_twin
-from dexmpc_ros.robots.twins.roach import MJCF, RoachTwin
-from dexmpc_ros.robots.twins.roach_tasks import (WaypointsConfig, figure8_reference,
-                                                 figure8_reward, line_coordinates, make_task,
-                                                 straight_reward, waypoint_reward)
+from dexmpc_ros.robots.registry import make_twin
+from dexmpc_ros.robots.roach.twin import MJCF, RoachTwin
+from dexmpc_ros.robots.roach.tasks import (WaypointsConfig, figure8_reference, figure8_reward,
+                                           line_coordinates, make_task, straight_reward,
+                                           waypoint_reward)
 
 REV = 2.0 * math.pi            # rad per leg-crank revolution
 LEGS = [f'{side}_{leg}' for side in ('left', 'right') for leg in ('front', 'middle', 'rear')]

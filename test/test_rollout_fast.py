@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from dexmpc_ros.models.dynamics import DeltaDynamics
-from dexmpc_ros.models.dynamics_config import DynamicsConfig
+from dexmpc_ros.learning.dynamics.model import DeltaDynamics
+from dexmpc_ros.learning.dynamics.config import DynamicsConfig
 
 NX, NU = 6, 3
 
@@ -100,8 +100,8 @@ def test_folded_weights_follow_training_and_new_normalizers(two_threads):
 
 
 def test_folded_weights_are_computed_once_until_a_weight_or_normalizer_changes():
-    from dexmpc_ros.models.fast_rollout import folded_layers
-    from dexmpc_ros.models.normalizer import Normalizer
+    from dexmpc_ros.learning.dynamics.fast_rollout import folded_layers
+    from dexmpc_ros.learning.normalizer import Normalizer
     model = fitted_model()
     first = folded_layers(model)
     assert folded_layers(model) is first  # planning reuses them (they cost ~2 ms each)

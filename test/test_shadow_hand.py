@@ -15,10 +15,9 @@ import pytest
 
 from dexmpc_ros.core.robot_spec import config_dir, load_robot_spec
 from dexmpc_ros.core.yaml_io import load_yaml_mapping
-from dexmpc_ros.robots.drivers.shadow_hand import (SILENT_CONTROLLER, HandJointMap,
-                                                   MissingJointError, ShadowHandConfig,
-                                                   StateWatchdog, controller_joints)
-from dexmpc_ros.robots.twins.hand import mujoco_joint_name
+from dexmpc_ros.robots.hand24.driver import (SILENT_CONTROLLER, HandJointMap, MissingJointError,
+                                             ShadowHandConfig, StateWatchdog, controller_joints)
+from dexmpc_ros.robots.hand24.twin import mujoco_joint_name
 
 SPEC = load_robot_spec('hand24')
 FINGERS = ('FF', 'MF', 'RF', 'LF')

@@ -7,13 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from dexmpc_ros.control.random_shooting import RandomShootingConfig, RandomShootingPlanner
+from dexmpc_ros.control.planners.random_shooting import RandomShootingConfig, RandomShootingPlanner
 from dexmpc_ros.control.random_walk import RandomWalkConfig, RandomWalkController
 from dexmpc_ros.control.task_rewards import make_reward, torch_reward
 from dexmpc_ros.core.robot_spec import load_robot_spec
-from dexmpc_ros.models.dynamics import DeltaDynamics
-from dexmpc_ros.models.dynamics_config import DynamicsConfig
-from dexmpc_ros.robots.twins import make_twin
+from dexmpc_ros.learning.dynamics.model import DeltaDynamics
+from dexmpc_ros.learning.dynamics.config import DynamicsConfig
+from dexmpc_ros.robots.registry import make_twin
 from dexmpc_ros.runtime.sim_loop import LoopConfig, TwinEnv, run_episode, run_loop
 from dexmpc_ros.safety.clamp_rules import clamp_position_box, clamp_step, clamp_velocity
 from dexmpc_ros.safety.limits import CommandLimits, MeasuredState
@@ -170,7 +170,7 @@ def test_trained_model_predicts_held_out_transitions_better_than_no_change(twin)
     scale = np.where(s.std(axis=0) > 1e-6, s.std(axis=0), 1.0)
 
     def error(prediction):
-        """Mean squared error in units of each column's std (as models/training.py)."""
+        """Mean squared error in units of each column's std (as learning/dynamics/training.py)."""
         return float(np.mean(((prediction - s_next) / scale) ** 2))
 
     model_error = error(model.predict(s, a)[0])

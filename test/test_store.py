@@ -1,4 +1,4 @@
-"""Checkpoint history (models/store.py): accept only improvements, rollback, atomic writes."""
+"""Checkpoint history (learning/store.py): accept only improvements, rollback, atomic writes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 
 from dexmpc_ros.core.errors import CheckpointError
-from dexmpc_ros.models.store import HISTORY_FILE, CheckpointStore
+from dexmpc_ros.learning.store import HISTORY_FILE, CheckpointStore
 
 
 def test_accepts_only_improvements_and_survives_reopening(tmp_path):

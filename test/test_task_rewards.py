@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dexmpc_ros.control.planning import score
-from dexmpc_ros.control.task_rewards import baoding_drop_z, make_reward, torch_reward
+from dexmpc_ros.control.planners.base import score
+from dexmpc_ros.robots.hand24.rewards import baoding_drop_z
+from dexmpc_ros.control.task_rewards import make_reward, torch_reward
 from dexmpc_ros.core.robot_spec import load_robot_spec
 from dexmpc_ros.core.state_layout import StateLayout
 from dexmpc_ros.core.types import Observation
-from dexmpc_ros.robots.twins import make_twin
-from dexmpc_ros.robots.twins.hand_tasks import (BAODING_STATE_NAMES, VALVE_STATE_NAMES,
-                                                BaodingTask)
-from dexmpc_ros.robots.twins.roach_tasks import figure8_reference
+from dexmpc_ros.robots.registry import make_twin
+from dexmpc_ros.robots.hand24.tasks import BAODING_STATE_NAMES, VALVE_STATE_NAMES, BaodingTask
+from dexmpc_ros.robots.roach.tasks import figure8_reference
 
 
 def observe(twin, spec) -> Observation:

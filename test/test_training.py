@@ -1,4 +1,4 @@
-"""Offline training from bags (models/training.py, `dexmpc train`): a real hand-twin bag."""
+"""Offline training from bags (learning/dynamics/training.py, `dexmpc train`): a hand-twin bag."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from test_transitions import TwinRecording
 
 from dexmpc_ros.core.errors import BagError
 from dexmpc_ros.core.robot_spec import load_robot_spec
-from dexmpc_ros.models.checkpoint import load_checkpoint
-from dexmpc_ros.models.store import CheckpointStore
-from dexmpc_ros.models.training import TrainConfig, train_from_bags
+from dexmpc_ros.learning.checkpoint import load_checkpoint
+from dexmpc_ros.learning.store import CheckpointStore
+from dexmpc_ros.learning.dynamics.training import TrainConfig, train_from_bags
 from dexmpc_ros.runtime.cli import main
 
 SMALL = dict(ensemble_size=2, hidden=(32,), horizon=3, holdout=0.34, seed=0, threads=1)

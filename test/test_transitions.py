@@ -25,8 +25,8 @@ from dexmpc_ros.data import transitions
 from dexmpc_ros.data.bag_reader import bag_info
 from dexmpc_ros.data.bag_writer import BagWriter, BagWriterConfig
 from dexmpc_ros.data.transitions import Transitions, transitions_from_bag, transitions_from_bags
-from dexmpc_ros.robots.twins import make_twin
-from dexmpc_ros.robots.twins.hand_tasks import VALVE_STATE_NAMES
+from dexmpc_ros.robots.registry import make_twin
+from dexmpc_ros.robots.hand24.tasks import VALVE_STATE_NAMES
 
 STORE = get_typestore(Stores.ROS2_JAZZY)
 T = STORE.types
@@ -529,8 +529,8 @@ def assert_rows_are_what_the_twin_ran(data: Transitions, recording: TwinRecordin
 @pytest.mark.parametrize('race', [False, True], ids=['in_order', 'race'])
 @pytest.mark.parametrize('sim_time', [True, False], ids=['sim_time', 'wall_clock'])
 def test_hand_twin_transitions_match_what_the_twin_ran(tmp_path, sim_time, race):
-    from dexmpc_ros.models.dynamics import DeltaDynamics
-    from dexmpc_ros.models.dynamics_config import DynamicsConfig
+    from dexmpc_ros.learning.dynamics.model import DeltaDynamics
+    from dexmpc_ros.learning.dynamics.config import DynamicsConfig
 
     spec = load_robot_spec('hand24')
     recording = TwinRecording(tmp_path / 'hand', spec, sim_time, seed=3, race=race)

@@ -9,7 +9,7 @@ import torch
 from dexmpc_ros.control.twin_model import TwinModel
 from dexmpc_ros.core.robot_spec import load_robot_spec
 from dexmpc_ros.core.state_layout import StateLayout
-from dexmpc_ros.robots.twins import make_twin
+from dexmpc_ros.robots.registry import make_twin
 
 
 @pytest.mark.parametrize('robot', ['widowx', 'hand24', 'roach'])
@@ -55,7 +55,7 @@ def test_supervised_commands_stay_within_one_step_of_the_measured_joints():
 
 def test_mppi_with_ground_truth_dynamics_turns_the_valve():
     """PDDM's sanity check (papers.md §7.6): the planner solves the task on the true dynamics."""
-    from dexmpc_ros.control.mppi import MPPIConfig, MPPIPlanner
+    from dexmpc_ros.control.planners.mppi import MPPIConfig, MPPIPlanner
     from dexmpc_ros.control.task_rewards import make_reward, torch_reward
 
     torch.set_num_threads(1)

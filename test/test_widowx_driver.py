@@ -17,16 +17,15 @@ import pytest
 
 from dexmpc_ros.core.errors import ConfigError
 from dexmpc_ros.core.robot_spec import load_robot_spec
-from dexmpc_ros.emulators.dynamixel_bus import (DynamixelBusEmulator, EmulatedServo,
-                                                widowx_bus_emulator)
-from dexmpc_ros.emulators.widowx_physics import widowx_servos
-from dexmpc_ros.robots.drivers import dynamixel_protocol as dxl
-from dexmpc_ros.robots.drivers.base import (DeviceNotAnsweringError, DriverError,
-                                            HardwareFaultError, NotConnectedError,
-                                            PortMissingError, WrongDeviceError)
-from dexmpc_ros.robots.drivers.widowx import WidowXDriver, WidowXDriverConfig
-from dexmpc_ros.robots.drivers.widowx_servos import (GripperLinkage, rad_to_tick, tick_to_rad,
-                                                     torque_from_raw, wx250s_servos)
+from dexmpc_ros.wire.dynamixel_bus import DynamixelBusEmulator, EmulatedServo
+from dexmpc_ros.robots.widowx.emulator import widowx_bus_emulator
+from dexmpc_ros.robots.widowx.physics import widowx_servos
+from dexmpc_ros.wire import dynamixel_protocol as dxl
+from dexmpc_ros.robots.driver import (DeviceNotAnsweringError, DriverError, HardwareFaultError,
+                                      NotConnectedError, PortMissingError, WrongDeviceError)
+from dexmpc_ros.robots.widowx.driver import WidowXDriver, WidowXDriverConfig
+from dexmpc_ros.robots.widowx.servos import (GripperLinkage, rad_to_tick, tick_to_rad,
+                                             torque_from_raw, wx250s_servos)
 
 SPEC = load_robot_spec('widowx')
 POSE = np.array([0.4, 0.3, -0.25, 0.2, 0.5, -0.3, 0.025])     # 6 arm joints [rad], finger [m]

@@ -10,10 +10,11 @@ import pytest
 from conftest import urdf_root
 
 from dexmpc_ros.core.robot_spec import load_robot_spec
-from dexmpc_ros.robots.kinematics import WX250S_JOINTS, WX250S_M, wx250s_ee_position, wx250s_fk
-from dexmpc_ros.robots.twins import make_twin
-from dexmpc_ros.robots.twins.widowx import (MJCF, TASK_STATE_NAMES, ReachTask, WidowXTwin,
-                                            reach_reward)
+from dexmpc_ros.robots.widowx.kinematics import (WX250S_JOINTS, WX250S_M, wx250s_ee_position,
+                                                 wx250s_fk)
+from dexmpc_ros.robots.registry import make_twin
+from dexmpc_ros.robots.widowx.twin import (MJCF, TASK_STATE_NAMES, ReachTask, WidowXTwin,
+                                           reach_reward)
 
 ARM_JOINTS = list(WX250S_JOINTS)
 

@@ -1,12 +1,12 @@
-"""XBee API mode 1 frames (robots/drivers/xbee.py): encoding, test vectors, parser recovery."""
+"""XBee API mode 1 frames (wire/xbee.py): encoding, test vectors, parser recovery."""
 
 from __future__ import annotations
 
 import pytest
 
-from dexmpc_ros.robots.drivers.xbee import (API_RX16, API_TX16, MAX_FRAME_DATA, Frame,
-                                            FrameError, FrameParser, RxPacket16, TxRequest16,
-                                            TxStatus, checksum, encode_frame)
+from dexmpc_ros.wire.xbee import (API_RX16, API_TX16, MAX_FRAME_DATA, Frame, FrameError,
+                                  FrameParser, RxPacket16, TxRequest16, TxStatus, checksum,
+                                  encode_frame)
 
 # shared/reference/hardware.md §4.6: host sets leg velocities 200/200 on robot 0x0001.
 HW_MD_VELOCITY_FRAME = bytes.fromhex('7E000B0101000100' '0096C800C800' 'D6')

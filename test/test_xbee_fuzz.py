@@ -10,7 +10,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dexmpc_ros.robots.drivers.xbee import START, FrameParser, encode_frame
+from dexmpc_ros.wire.xbee import START, FrameParser, encode_frame
 
 MAX = 40
 CASES = settings(max_examples=4000, deadline=None, derandomize=True,

@@ -60,7 +60,7 @@ class MLPPolicyController:
     """
 
     def __init__(self, spec: RobotSpec, config: MLPPolicyConfig) -> None:
-        from dexmpc_ros.models.policy import load_policy  # torch: only when one is used
+        from dexmpc_ros.learning.policies.mlp import load_policy  # torch: only when one is used
 
         self.spec, self.config = spec, config
         self.policy, self.manifest = load_policy(

@@ -30,14 +30,14 @@ import torch
 import yaml
 
 from dexmpc_ros.core.action_space import ActionScaler, DeltaActionScaler, check_action_space
-from dexmpc_ros.control.cem import CEMConfig, CEMPlanner
-from dexmpc_ros.control.mppi import MPPIConfig, MPPIPlanner
-from dexmpc_ros.control.random_shooting import RandomShootingConfig, RandomShootingPlanner
+from dexmpc_ros.control.planners.cem import CEMConfig, CEMPlanner
+from dexmpc_ros.control.planners.mppi import MPPIConfig, MPPIPlanner
+from dexmpc_ros.control.planners.random_shooting import RandomShootingConfig, RandomShootingPlanner
 from dexmpc_ros.control.task_rewards import make_reward, torch_reward
 from dexmpc_ros.core.robot_spec import RobotSpec
 from dexmpc_ros.core.state_layout import POS, StateLayout
 from dexmpc_ros.core.types import Observation
-from dexmpc_ros.models.torch_threads import torch_threads
+from dexmpc_ros.learning.torch_threads import torch_threads
 
 PLANNERS = ('mppi', 'cem', 'random_shooting')
 

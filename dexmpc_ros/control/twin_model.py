@@ -21,7 +21,7 @@ from dexmpc_ros.core.action_space import ActionScaler, DeltaActionScaler
 from dexmpc_ros.core.robot_spec import RobotSpec
 from dexmpc_ros.core.state_layout import StateLayout
 from dexmpc_ros.core.types import Observation
-from dexmpc_ros.robots.twins.mujoco_twin import MujocoTwin
+from dexmpc_ros.robots.mujoco_twin import MujocoTwin
 
 
 class TwinModel:

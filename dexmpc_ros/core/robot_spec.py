@@ -90,7 +90,7 @@ class WorkspaceBox:
     Axis-aligned box the end effector must stay in (``safety.workspace``).
 
     Attributes:
-        kinematics: name of the forward kinematics (``robots.kinematics.KINEMATICS``).
+        kinematics: name of the forward kinematics (``robots/kinematics.py: KINEMATICS``).
         lower: (x, y, z) lower corner in the robot base frame [m].
         upper: (x, y, z) upper corner [m].
         margin: commands keep the end effector this far inside the box [m].

@@ -7,6 +7,7 @@ k = length of the task vector.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,3 +31,9 @@ class Observation:
     velocity: np.ndarray
     task_names: tuple[str, ...] = ()
     task: np.ndarray = field(default_factory=lambda: np.empty(0))
+
+
+#: A planner reward on predicted states: ``reward(states (..., H, nx), actions (..., H, nu),
+#: state0 (nx,)) -> (rewards (..., H) float64, dones (..., H) bool)``; states laid out by a
+#: :class:`~dexmpc_ros.core.state_layout.StateLayout`, ``state0`` the current state.
+NumpyReward = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]

@@ -232,7 +232,7 @@ class Transitions:
         Chains of consecutive rows: ``[(states (T_e+1, nx), actions (T_e, nu)), ...]``.
 
         The input :meth:`DeltaDynamics.multi_step_error
-        <dexmpc_ros.models.dynamics.DeltaDynamics.multi_step_error>` takes. A chain ends
+        <dexmpc_ros.learning.dynamics.model.DeltaDynamics.multi_step_error>` takes. A chain ends
         where the episode id changes or a row does not start where the previous one
         ended (a dropped state), so an episode with a gap gives two chains.
         """

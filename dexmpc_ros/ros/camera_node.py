@@ -40,9 +40,9 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 
 from dexmpc_ros.core.rate import RateMeter
-from dexmpc_ros.robots.drivers.base import DriverError
-from dexmpc_ros.robots.drivers.realsense import (CameraFrames, PipelineSource,
-                                                 RealSenseCamera, RealSenseConfig)
+from dexmpc_ros.robots.driver import DriverError
+from dexmpc_ros.robots.camera.driver import (CameraFrames, PipelineSource, RealSenseCamera,
+                                             RealSenseConfig)
 from dexmpc_ros.ros import convert
 from dexmpc_ros.ros.driver_node import FAILURE, SUCCESS, autostart, run_lifecycle_node
 from dexmpc_ros.ros.params import config_from_node
@@ -153,7 +153,7 @@ class CameraNode(LifecycleNode):
         if source.startswith('recording:'):
             return PipelineSource(recording=source[len('recording:'):],
                                   repeat=self.cfg.repeat_recording)
-        from dexmpc_ros.emulators.realsense_device import SyntheticRealSense
+        from dexmpc_ros.robots.camera.device import SyntheticRealSense
         s = self.streams
         self._synthetic = SyntheticRealSense(
             s.width, s.height, s.fps, enable_depth=s.enable_depth, depth_width=s.depth_width,

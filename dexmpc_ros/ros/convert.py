@@ -19,7 +19,7 @@ from std_msgs.msg import Header
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from dexmpc_ros.core.types import Observation
-from dexmpc_ros.robots.drivers.realsense import CameraIntrinsics
+from dexmpc_ros.robots.camera.driver import CameraIntrinsics
 from dexmpc_ros.robots.twin import BodyPose
 
 LEVELS = {'ok': DiagnosticStatus.OK, 'warn': DiagnosticStatus.WARN,

@@ -1,5 +1,5 @@
 """
-Driver node: a lifecycle node around any :class:`~dexmpc_ros.robots.drivers.base.Driver`.
+Driver node: a lifecycle node around any :class:`~dexmpc_ros.robots.driver.Driver`.
 
 It offers exactly the twin's robot interface (``twin_node.py``): publishes
 ``joint_states`` (the twin's names and order, stamped now) and ``diagnostics``; obeys only
@@ -62,8 +62,8 @@ from trajectory_msgs.msg import JointTrajectory
 from dexmpc_ros.core.errors import ConfigError, DexmpcError
 from dexmpc_ros.core.rate import RateMeter
 from dexmpc_ros.core.robot_spec import load_robot_spec
-from dexmpc_ros.robots.drivers.base import DriverError, PortMissingError
-from dexmpc_ros.robots.drivers.registry import make_driver
+from dexmpc_ros.robots.driver import DriverError, PortMissingError
+from dexmpc_ros.robots.driver_registry import make_driver
 from dexmpc_ros.ros import convert
 from dexmpc_ros.ros.node_main import run_node
 from dexmpc_ros.ros.params import config_from_node, declare

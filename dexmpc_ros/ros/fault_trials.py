@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from dexmpc_ros.core.robot_spec import RobotSpec
-from dexmpc_ros.robots.kinematics import KINEMATICS
+from dexmpc_ros.robots.kinematics import load_kinematics
 from dexmpc_ros.ros import convert
 from dexmpc_ros.ros.probe import GraphProbe
 from dexmpc_ros.runtime.experiment import Experiment
@@ -125,7 +125,7 @@ def main_joints(spec: RobotSpec) -> list[int]:
     """Command indices of the joints that carry the motion: an arm's kinematic chain, else all."""
     if spec.workspace is None:
         return list(range(len(spec.command_names)))
-    chain = KINEMATICS[spec.workspace.kinematics].joints
+    chain = load_kinematics(spec.workspace.kinematics).joints
     return [i for i, j in enumerate(spec.command_names) if j in chain]
 
 

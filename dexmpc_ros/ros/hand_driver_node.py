@@ -3,7 +3,7 @@ Hand driver node: the 24-DoF Shadow hand under ros2_control, behind the twin's i
 
 The hand runs its own controller manager (Shadow's stack, or the simulated system of
 ``urdf/hand24.urdf``); this lifecycle node is a client of its controllers (hardware.md
-§3.2, §6.1), with every non-ROS detail in ``robots/drivers/shadow_hand.py``:
+§3.2, §6.1), with every non-ROS detail in ``robots/hand24/driver.py``:
 
 * subscribes the hand's joint_state_broadcaster output (``hand_joint_states_topic``,
   Shadow names such as ``rh_FFJ3``, any order) and publishes ``joint_states`` in the
@@ -48,9 +48,8 @@ from dexmpc_ros.core.errors import ConfigError
 from dexmpc_ros.core.rate import RateMeter
 from dexmpc_ros.core.robot_spec import config_dir, load_robot_spec
 from dexmpc_ros.core.yaml_io import load_yaml_mapping
-from dexmpc_ros.robots.drivers.shadow_hand import (SILENT_CONTROLLER, HandJointMap,
-                                                   MissingJointError, ShadowHandConfig,
-                                                   StateWatchdog, controller_joints)
+from dexmpc_ros.robots.hand24.driver import (SILENT_CONTROLLER, HandJointMap, MissingJointError,
+                                             ShadowHandConfig, StateWatchdog, controller_joints)
 from dexmpc_ros.ros import convert
 from dexmpc_ros.ros.driver_node import (SUCCESS, StartupError, autostart, checked_command,
                                         run_lifecycle_node)

@@ -1,7 +1,7 @@
 """
 HIL world node: the world behind the wire, for hardware-in-the-loop runs without hardware.
 
-Owns a :class:`~dexmpc_ros.emulators.hil_world.HilWorld`: the robot's MuJoCo twin (with its
+Owns a :class:`~dexmpc_ros.robots.hil_world.HilWorld`: the robot's MuJoCo twin (with its
 task scene) moved by the robot's wire-protocol emulator on a pseudo-terminal at ``port``.
 The robot's real driver node opens that port; the command path is the hardware one:
 controller -> safety -> ``command`` -> driver_node -> dynamixel_sdk / pyserial -> pty ->
@@ -42,7 +42,7 @@ from std_srvs.srv import Trigger
 
 from dexmpc_ros.core.rate import RateMeter
 from dexmpc_ros.core.robot_spec import load_robot_spec
-from dexmpc_ros.emulators.hil_world import HilWorld
+from dexmpc_ros.robots.hil_world import HilWorld
 from dexmpc_ros.ros import convert
 from dexmpc_ros.ros.driver_node import parse_options
 from dexmpc_ros.ros.node_main import run_node

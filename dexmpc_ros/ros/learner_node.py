@@ -36,8 +36,8 @@ from std_msgs.msg import Int32, String
 
 from dexmpc_ros.core.errors import BagError, CheckpointError
 from dexmpc_ros.core.robot_spec import load_robot_spec
-from dexmpc_ros.models.store import CheckpointStore
-from dexmpc_ros.models.training import TrainConfig, train_from_bags
+from dexmpc_ros.learning.store import CheckpointStore
+from dexmpc_ros.learning.dynamics.training import TrainConfig, train_from_bags
 from dexmpc_ros.ros import convert
 from dexmpc_ros.ros.node_main import run_node
 from dexmpc_ros.ros.params import config_from_node, declare

@@ -50,7 +50,7 @@ from dexmpc_ros.core.errors import CheckpointError
 from dexmpc_ros.core.rate import RateMeter
 from dexmpc_ros.core.robot_spec import load_robot_spec
 from dexmpc_ros.core.state_layout import StateLayout
-from dexmpc_ros.models.checkpoint import load_checkpoint
+from dexmpc_ros.learning.checkpoint import load_checkpoint
 from dexmpc_ros.ros import convert
 from dexmpc_ros.ros.node_main import run_node
 from dexmpc_ros.ros.params import config_from_node, declare

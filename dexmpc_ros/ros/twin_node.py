@@ -49,7 +49,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from dexmpc_ros.core.errors import ConfigError
 from dexmpc_ros.core.rate import RateMeter
 from dexmpc_ros.core.robot_spec import load_robot_spec
-from dexmpc_ros.robots.twins import make_twin
+from dexmpc_ros.robots.registry import make_twin
 from dexmpc_ros.ros import convert
 from dexmpc_ros.ros.node_main import run_node
 from dexmpc_ros.ros.params import config_from_node, declare

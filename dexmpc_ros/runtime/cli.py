@@ -27,8 +27,8 @@ from tqdm import tqdm
 
 from dexmpc_ros.core.errors import BagError, CheckpointError, ConfigError, DexmpcError
 from dexmpc_ros.core.robot_spec import available_robots, load_robot_spec
-from dexmpc_ros.models.store import CheckpointStore
-from dexmpc_ros.models.training import TrainConfig, train_from_bags
+from dexmpc_ros.learning.store import CheckpointStore
+from dexmpc_ros.learning.dynamics.training import TrainConfig, train_from_bags
 from dexmpc_ros.runtime.domains import DomainBusyError, claim_domain
 from dexmpc_ros.runtime.experiment import Experiment, describe_experiments, load_experiment
 from dexmpc_ros.runtime.report import write_report

@@ -43,6 +43,7 @@ import yaml
 from dexmpc_ros.core.errors import ConfigError, UnknownExperimentError
 from dexmpc_ros.core.robot_spec import available_robots, config_dir, load_robot_spec
 from dexmpc_ros.core.yaml_io import check_type, load_yaml_mapping, optional, require
+from dexmpc_ros.robots.registry import robot_node_kinds
 
 BACKENDS = ('sim', 'hardware', 'hil')
 #: how long a hil driver waits for the world node's port [s] (both start together)
@@ -72,11 +73,7 @@ NODE_KINDS: dict[str, NodeKind] = {
     'hil_world': NodeKind('dexmpc_ros.ros.hil_world_node', 'hil_world_node'),
 }
 #: backend -> robot -> node kind that moves the robot.
-ROBOT_NODES: dict[str, dict[str, str]] = {
-    'sim': {'widowx': 'twin', 'hand24': 'twin', 'roach': 'twin'},
-    'hardware': {'widowx': 'driver', 'roach': 'driver', 'hand24': 'hand_driver'},
-    'hil': {'widowx': 'driver', 'roach': 'driver'},
-}
+ROBOT_NODES: dict[str, dict[str, str]] = robot_node_kinds()
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dexmpc_ros.control.planning import RewardFn
+from dexmpc_ros.control.planners.base import RewardFn
 from dexmpc_ros.core.state_layout import POS, TASK, VEL
 
 #: The cheetah's own reward weights (gymnasium HalfCheetah-v5 defaults).

@@ -7,7 +7,7 @@ that has an ``mpc`` or ``learner`` node. Inputs, all in the run folder (runtime/
     spec.yaml              experiment, robot, nodes and their parameters
     logs/<node>.log        errors and crashes; the mpc node's "now planning with" lines
     bag/                   /episode, /task_state, /reward, /diagnostics (any namespace)
-    models/history.json    the learner's checkpoint store (models/store.py)
+    models/history.json    the learner's checkpoint store (learning/store.py)
     report/outcome.json    written by ``dexmpc up``: exit codes, git commit, durations
 
 Output, in ``<run>/report/``: ``report.md`` and ``report.html`` with the same content (the
@@ -59,53 +59,20 @@ runtime/report_plots.py (the PNGs).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from dexmpc_ros.core.files import write_text_atomic
 from dexmpc_ros.data.bag_reader import Stamped, bag_info
-from dexmpc_ros.models.store import Entry
 from dexmpc_ros.runtime.report_content import render_html, render_markdown, report_blocks
 from dexmpc_ros.runtime.report_plots import PLOTS, plot_all
 from dexmpc_ros.runtime.run_bag import (diagnostics_of, episode_records, episode_steps_of,
                                         group_episodes, mark_evaluations, planning_swaps,
                                         read_checkpoints, read_run_bag, task_of)
-from dexmpc_ros.runtime.run_records import (REPORT_DIR, SUCCESS_RULES, EpisodeRecord, Group,
-                                            NodeVerdict, RunOutcome, SuccessRule, Swap,
-                                            load_spec, node_names, node_verdicts,
+from dexmpc_ros.runtime.run_records import (REPORT_DIR, SUCCESS_RULES, EpisodeRecord, Report,
+                                            RunOutcome, load_spec, node_names, node_verdicts,
                                             read_outcome, write_outcome)
-
-
-@dataclass
-class Report:
-    """
-    Everything the report shows, before rendering.
-
-    ``mpc``, ``safety`` and ``learner`` are those nodes' diagnostics, ``(bag time,
-    key -> value)`` in time order; ``reward_ns`` the bag times of every reward (the env
-    step axis); ``notes`` what could not be shown and why.
-    """
-
-    run_dir: Path
-    spec: dict[str, Any]
-    outcome: RunOutcome | None
-    nodes: list[NodeVerdict]
-    task: str | None
-    rule: SuccessRule | None
-    bag_start_ns: int | None
-    bag_duration_s: float | None
-    episodes: list[EpisodeRecord]
-    swaps: list[Swap]
-    groups: list[Group]
-    checkpoints: list[Entry]
-    mpc: list[tuple[int, dict[str, str]]]
-    safety: list[tuple[int, dict[str, str]]]
-    learner: list[tuple[int, dict[str, str]]]
-    reward_ns: np.ndarray
-    notes: list[str] = field(default_factory=list)
 
 
 # Building ----------------------------------------------------------------------------------

@@ -10,15 +10,10 @@ import math
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from dexmpc_ros.runtime.run_bag import number, planning_windows
-from dexmpc_ros.runtime.run_records import EpisodeRecord
-
-if TYPE_CHECKING:
-    from dexmpc_ros.runtime.report import Report
+from dexmpc_ros.runtime.run_records import EpisodeRecord, Report
 
 
 # Content -----------------------------------------------------------------------------------

@@ -8,17 +8,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from dexmpc_ros.core.errors import ConfigError
 from dexmpc_ros.runtime.report_content import file_name
 from dexmpc_ros.runtime.run_bag import number, planning_windows
-from dexmpc_ros.runtime.run_records import EpisodeRecord
-
-if TYPE_CHECKING:
-    from dexmpc_ros.runtime.report import Report
+from dexmpc_ros.runtime.run_records import EpisodeRecord, Report
 
 PLOTS = ('returns.png', 'validation.png', 'planning.png')
 _MODE_COLORS = {'explore': 'C0', 'plan': 'C1', 'wait': 'C7', 'no mpc': 'C2'}

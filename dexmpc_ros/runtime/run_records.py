@@ -22,6 +22,7 @@ import yaml
 
 from dexmpc_ros.core.errors import ConfigError
 from dexmpc_ros.core.files import write_text_atomic
+from dexmpc_ros.learning.store import Entry
 
 REPORT_DIR = 'report'
 OUTCOME_FILE = 'outcome.json'
@@ -175,6 +176,35 @@ class NodeVerdict:
 
 
 # Run folder --------------------------------------------------------------------------------
+@dataclass
+class Report:
+    """
+    Everything the report shows, before rendering.
+
+    ``mpc``, ``safety`` and ``learner`` are those nodes' diagnostics, ``(bag time,
+    key -> value)`` in time order; ``reward_ns`` the bag times of every reward (the env
+    step axis); ``notes`` what could not be shown and why.
+    """
+
+    run_dir: Path
+    spec: dict[str, Any]
+    outcome: RunOutcome | None
+    nodes: list[NodeVerdict]
+    task: str | None
+    rule: SuccessRule | None
+    bag_start_ns: int | None
+    bag_duration_s: float | None
+    episodes: list[EpisodeRecord]
+    swaps: list[Swap]
+    groups: list[Group]
+    checkpoints: list[Entry]
+    mpc: list[tuple[int, dict[str, str]]]
+    safety: list[tuple[int, dict[str, str]]]
+    learner: list[tuple[int, dict[str, str]]]
+    reward_ns: np.ndarray
+    notes: list[str] = field(default_factory=list)
+
+
 def load_spec(run_dir: str | Path) -> dict[str, Any]:
     """
     The run's resolved experiment (``spec.yaml``).

@@ -22,14 +22,14 @@ from typing import Any, Callable, Protocol
 import numpy as np
 import torch
 
-from dexmpc_ros.control.planning import SamplingPlanner
+from dexmpc_ros.control.planners.base import SamplingPlanner
 from dexmpc_ros.core.action_space import ActionScaler, DeltaActionScaler, check_action_space
 from dexmpc_ros.core.robot_spec import RobotSpec
 from dexmpc_ros.core.state_layout import StateLayout
 from dexmpc_ros.core.types import Observation
-from dexmpc_ros.models.dynamics import DeltaDynamics
-from dexmpc_ros.models.dynamics_config import DynamicsConfig
-from dexmpc_ros.models.torch_threads import torch_threads
+from dexmpc_ros.learning.dynamics.model import DeltaDynamics
+from dexmpc_ros.learning.dynamics.config import DynamicsConfig
+from dexmpc_ros.learning.torch_threads import torch_threads
 
 
 class StepEnv(Protocol):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dexmpc_ros.core.robot_spec import RobotSpec
-from dexmpc_ros.robots.kinematics import KINEMATICS
+from dexmpc_ros.robots.kinematics import load_kinematics
 from dexmpc_ros.safety.limits import CommandLimits
 from dexmpc_ros.safety.supervisor import SupervisorConfig
 
@@ -100,7 +100,7 @@ def audit(spec: RobotSpec, positions: np.ndarray, velocities: np.ndarray,
         if spec.workspace is not None:
             # the configured box itself, not the command box shrunk by its margin
             box = spec.workspace
-            kin = KINEMATICS[box.kinematics]
+            kin = load_kinematics(box.kinematics)
             arm = [spec.joint_names.index(j) for j in kin.joints]
             ee = kin.ee_position(positions[:, arm])
             box_excess = (np.maximum(np.array(box.lower) - ee, 0.0)
@@ -169,7 +169,7 @@ def fuzz_in_process(robot: str, commands: int, seed: int = 0, rate_hz: float = 1
         supervisor stats at the end).
     """
     from dexmpc_ros.core.robot_spec import load_robot_spec
-    from dexmpc_ros.robots.twins import make_twin
+    from dexmpc_ros.robots.registry import make_twin
     from dexmpc_ros.safety.fuzz import CommandFuzzer, FuzzConfig
     from dexmpc_ros.safety.supervisor import Supervisor
 

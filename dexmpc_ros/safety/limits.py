@@ -25,7 +25,7 @@ import numpy as np
 
 from dexmpc_ros.core.errors import ConfigError
 from dexmpc_ros.core.robot_spec import RobotSpec
-from dexmpc_ros.robots.kinematics import KINEMATICS
+from dexmpc_ros.robots.kinematics import KINEMATICS, load_kinematics
 
 REJECT_RULES = ('finite', 'names', 'age', 'stale_state', 'rate', 'plan', 'uncertainty')
 CLAMP_RULES = ('uncertainty', 'step', 'velocity', 'effort', 'workspace', 'body_rate',
@@ -148,7 +148,7 @@ class CommandLimits:
                 raise ConfigError(f'{spec.source or spec.name}: safety.workspace.kinematics: '
                                   f'{box.kinematics!r} unknown; available: '
                                   f'{", ".join(KINEMATICS)}')
-            kin = KINEMATICS[box.kinematics]
+            kin = load_kinematics(box.kinematics)
             missing = [j for j in kin.joints if j not in index]
             if missing:
                 raise ValueError(f'robot {spec.name}: workspace kinematics {box.kinematics} '

@@ -1,0 +1,238 @@
+"""
+Train a dynamics model from bags, validate it, and propose it to a checkpoint store.
+
+One function serves ``dexmpc train`` (offline, any rosbag2 directories, including bags a
+real robot recorded with ``ros2 bag record``) and the learner node (online, the run's
+finished episodes)::
+
+    bags -> transitions (data/transitions.py) -> split by episode (train / held out)
+         -> fit a new ensemble (learning/dynamics/model.py)
+         -> validation: H-step open-loop error on the held-out episodes, for the new model
+            AND for the model in use, on the same episodes (a fair comparison)
+         -> save a checkpoint (atomic) and propose it: accepted only if it is better
+         -> loss-curve PNG next to it
+
+The score is the mean H-step prediction error in units of the states' std per dimension
+over all the data (lower is better); both models are measured in the same units.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dexmpc_ros.core.action_space import check_action_space
+from dexmpc_ros.core.errors import CheckpointError
+from dexmpc_ros.core.robot_spec import RobotSpec
+from dexmpc_ros.core.state_layout import StateLayout
+from dexmpc_ros.data.transitions import Transitions, transitions_from_bags
+from dexmpc_ros.learning.checkpoint import load_checkpoint, save_checkpoint
+from dexmpc_ros.learning.dynamics.model import DeltaDynamics
+from dexmpc_ros.learning.dynamics.config import DynamicsConfig
+from dexmpc_ros.learning.store import CheckpointStore, Entry
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """
+    Learner settings (PDDM: papers.md §7.3; ``dexmpc train`` flags, learner parameters).
+
+    Attributes:
+        ensemble_size: E members.
+        hidden: hidden layer widths.
+        epochs: training passes over the data.
+        batch_size: minibatch size.
+        lr: Adam learning rate.
+        noise_to_signal: training noise std as a fraction of |mean| per dimension.
+        holdout: fraction of episodes held out for validation (the newest ones).
+        horizon: H of the validation's open-loop prediction error.
+        min_improvement: a new model must cut the current score by this fraction.
+        seed: initialization, shuffling and split seed.
+        threads: torch threads while training (0: leave torch's setting).
+        action_space: how commands become model actions: ``absolute`` or ``delta``
+            (core/action_space.py); stored in the manifest, the MPC must use the same.
+    """
+
+    ensemble_size: int = 3
+    hidden: tuple[int, ...] = (250, 250)
+    epochs: int = 40
+    batch_size: int = 512
+    lr: float = 1e-3
+    noise_to_signal: float = 0.01
+    holdout: float = 0.2
+    horizon: int = 7
+    min_improvement: float = 0.0
+    seed: int = 0
+    threads: int = 1
+    action_space: str = 'absolute'
+
+    def __post_init__(self) -> None:
+        check_action_space(self.action_space)
+        if not 0.0 < self.holdout < 1.0:
+            raise ValueError(f'holdout must be in (0, 1), got {self.holdout!r}')
+        if not (isinstance(self.horizon, int) and self.horizon >= 1):
+            raise ValueError(f'horizon must be an int >= 1, got {self.horizon!r}')
+        object.__setattr__(self, 'hidden', tuple(int(h) for h in self.hidden))
+        self.dynamics()  # the model config validates the rest, naming the bad value
+
+    def dynamics(self) -> DynamicsConfig:
+        """The model part of this config."""
+        return DynamicsConfig(ensemble_size=self.ensemble_size, hidden=self.hidden,
+                              epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                              noise_to_signal=self.noise_to_signal, seed=self.seed,
+                              threads=self.threads)
+
+
+@dataclass
+class TrainResult:
+    """What one training produced: the store entry, its metrics and files."""
+
+    entry: Entry
+    checkpoint: Path
+    metrics: dict[str, Any]
+    losses: list[float]
+    plot: Path | None
+
+
+def train_from_bags(bags: Sequence[str | Path], spec: RobotSpec, store: CheckpointStore,
+                    config: TrainConfig | None = None,
+                    on_epoch: Callable[[int, float], Any] | None = None,
+                    plot: bool = True) -> TrainResult:
+    """
+    Train on ``bags``, validate, save a checkpoint into ``store`` and propose it.
+
+    Args:
+        bags: rosbag2 directories.
+        spec: the robot the bags recorded.
+        store: where checkpoints and their history live.
+        config: learner settings.
+        on_epoch: progress callback (epoch index, mean loss).
+        plot: save the loss curve as ``<checkpoint>-loss.png`` next to the checkpoint.
+
+    Raises:
+        BagError: a bag is missing, corrupt or empty (nothing is saved).
+        ValueError: too few episodes to hold one out for validation.
+    """
+    config = config or TrainConfig()
+    current = store.current()
+    layout = None
+    if current is not None:  # train on the layout the running controller uses
+        try:
+            _, manifest = load_checkpoint(current.path, expect_robot=spec.name)
+            layout = StateLayout(tuple(manifest['state_names']))
+        except CheckpointError:
+            current = None  # an unreadable current model cannot be the baseline
+    data, sources = transitions_from_bags(bags, spec, layout=layout,
+                                          action_space=config.action_space)
+    train, validation = data.split_by_episode(_newest(data, config.holdout))
+    if len(train) == 0 or len(validation) == 0:
+        raise ValueError(f'need at least 2 episodes to train and validate, got '
+                         f'{len(data.episode_ids())} in {len(sources)} bag(s)')
+    model = DeltaDynamics(len(data.state_names), len(data.action_names), config.dynamics())
+    losses = model.fit(train.states, train.actions, train.next_states, on_epoch=on_epoch)
+    unit = _error_unit(data)
+    metrics = _validate(model, validation, config.horizon, unit)
+    baseline = _baseline(current, validation, config.horizon, spec, unit)
+    if baseline is not None:
+        metrics['current_score'] = baseline
+    path = save_checkpoint(store.next_path(), model, {
+        'state_names': list(data.state_names), 'action_names': list(data.action_names),
+        'robot': spec.name, 'source_bags': [str(s) for s in sources],
+        'metrics': metrics, 'extra': {'train_config': _jsonable(asdict(config)),
+                                      'action_space': config.action_space,
+                                      'train_transitions': len(train),
+                                      'validation_transitions': len(validation),
+                                      'losses': losses}})
+    entry = store.propose(path, metrics, baseline)
+    figure = _plot_losses(losses, metrics, path) if plot else None
+    return TrainResult(entry, path, metrics, losses, figure)
+
+
+def _newest(data: Transitions, fraction: float) -> list[int]:
+    """
+    The newest episodes, ``fraction`` of them (at least one, never all), for validation.
+
+    Newest, not random: the model in use was trained on older episodes, so only episodes
+    recorded since then are held out for both models (a random pick would test the old
+    model on its own training data and favour it).
+    """
+    ids = sorted(int(i) for i in data.episode_ids())
+    count = min(max(1, math.ceil(fraction * len(ids))), len(ids) - 1)
+    return ids[len(ids) - count:] if count > 0 else []
+
+
+def _validate(model: DeltaDynamics, validation: Transitions, horizon: int,
+              unit: np.ndarray) -> dict[str, Any]:
+    episodes = validation.episodes()
+    longest = max((len(actions) for _, actions in episodes), default=0)
+    h = min(horizon, longest)
+    if h < 1:
+        raise ValueError('validation episodes have no transitions')
+    error = model.multi_step_error(episodes, h, scale=unit)
+    return {'score': float(error['mean']), 'horizon': h, 'final': float(error['final']),
+            'per_step': [float(e) for e in error['per_step']], 'windows': error['windows']}
+
+
+def _error_unit(data: Transitions) -> np.ndarray:
+    """
+    Per-dimension std of all the states (1 where constant): one unit for both models.
+
+    All the data, not only the held-out part: a few held-out episodes can leave a dimension
+    nearly constant, and dividing by its tiny std made scores jump by 50x between trainings.
+    """
+    std = data.states.std(axis=0)
+    return np.where(std > 1e-6, std, 1.0)
+
+
+def _baseline(current: Entry | None, validation: Transitions, horizon: int,
+              spec: RobotSpec, unit: np.ndarray) -> float | None:
+    """The current model's score on the same held-out episodes (None without one)."""
+    if current is None:
+        return None
+    try:
+        model, _ = load_checkpoint(current.path, expect_robot=spec.name,
+                                   expect_state_names=validation.state_names,
+                                   expect_action_names=validation.action_names)
+    except CheckpointError:
+        return None
+    score = _validate(model, validation, horizon, unit)['score']
+    return score if math.isfinite(score) else None
+
+
+def _plot_losses(losses: list[float], metrics: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    left.plot(range(1, len(losses) + 1), losses)
+    left.set_yscale('log')
+    left.set_xlabel('epoch')
+    left.set_ylabel('training loss (normalized)')
+    per_step = metrics['per_step']
+    right.plot(range(1, len(per_step) + 1), per_step, marker='o', label='new model')
+    if 'current_score' in metrics:
+        right.axhline(metrics['current_score'], color='gray', ls='--',
+                      label='model in use (mean)')
+    right.set_xlabel('prediction step')
+    right.set_ylabel('held-out error (state stds)')
+    right.legend()
+    fig.suptitle(f'{path.name}: score {metrics["score"]:.4g}')
+    fig.tight_layout()
+    out = path.parent / f'{path.name}-loss.png'
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value

@@ -1,0 +1,2 @@
+"""VelociRoACH: twin + waypoint/figure-8 tasks and rewards, serial-radio driver, packet
+protocol, firmware emulator."""
