@@ -378,63 +378,6 @@ def test_widowx_node_unplug_and_silent_servo_hold_then_recover(tmp_path, ros_env
         assert [m.data for _, m in probe.received['safety/estop']] == [True, True]
 
 
-def test_roach_driver_through_the_node_link_loss_and_recover(tmp_path, ros_env, ros_domain):
-    """The real RoachDriver (pyserial, XBee frames) in the node, the robot's firmware here."""
-    from dexmpc_ros.wire.pty_link import PtyLink
-    from dexmpc_ros.robots.roach.firmware import EmulatorConfig, RoachFirmwareEmulator
-
-    spec = load_robot_spec('roach')
-    link = PtyLink(str(tmp_path / 'ttyROACH'), drop_when_full=True)
-    proc = probe = None
-    with RoachFirmwareEmulator(link, config=EmulatorConfig(command_timeout_s=0.0)) as emu:
-        try:
-            proc, log = start_node(tmp_path, ros_env, robot='roach', driver='roach',
-                                   driver_options=f'{{port: {emu.path}, link_timeout_s: 0.3}}')
-            probe = Manager(ros_domain)
-
-            def streaming() -> bool:
-                assert proc.poll() is None, log.read_text()
-                return bool(probe.received['joint_states']) and \
-                    probe.pub_command.get_subscription_count() > 0
-            probe.spin_until(streaming, 20.0, 'roach joint_states')
-
-            def legs_above(speed: float) -> bool:
-                probe.pub_command.publish(convert.command_msg(
-                    probe.node.get_clock().now().nanoseconds, spec.command_names,
-                    np.array([25.0, 25.0]), 'velocity'))
-                probe.spin_for(0.05)
-                return emu.sensors().leg_speeds.min() > speed
-            probe.spin_until(lambda: legs_above(20.0), 15.0, 'legs at 25 rad/s')
-
-            assert probe.received['imu'], 'no imu from a healthy roach'
-            emu.lose_link(hears=True)
-            status = probe.wait_diag(lambda s: s.level == DiagnosticStatus.ERROR, 'link loss')
-            assert 'link lost' in status.message
-            # a faulted reading (the last gyro, not a measurement) publishes no imu
-            probe.spin_for(0.15)
-            imu_before, joints_before = (len(probe.received[t]) for t in ('imu', 'joint_states'))
-            probe.spin_for(0.5)                           # 5 control periods
-            assert len(probe.received['joint_states']) >= joints_before + 3
-            assert len(probe.received['imu']) == imu_before
-            probe.spin_until(lambda: probe.received['safety/estop'], 5.0, 'safety/estop')
-            emu.restore_link()
-            answer = None
-
-            def recovered() -> bool:
-                nonlocal answer
-                answer = probe.recover()
-                return answer.success
-            probe.spin_until(recovered, 5.0, '~/recover after the link is back')
-            assert 'link lost' in answer.message
-            probe.spin_until(lambda: legs_above(20.0), 15.0, 'legs obeying again')
-            assert [m.data for _, m in probe.received['safety/estop']] == [True]
-        finally:
-            if probe is not None:
-                probe.close()
-            if proc is not None:
-                stop(proc)
-
-
 def start_safety(tmp_path: Path, ros_env: dict, **params) -> tuple[subprocess.Popen, Path]:
     """The safety node (its own process) with ``params``."""
     params_file = tmp_path / 'safety_params.yaml'

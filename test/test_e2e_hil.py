@@ -162,6 +162,12 @@ def test_world_resets_reach_the_real_driver(robot, command, tmp_path):
                 time.sleep(0.01)
             assert world.observe().resets == before.resets + 1
             time.sleep(0.15)                              # > one twin period
+            if command == 'legs':         # reply-mode telemetry: a record answers a command
+                stamp = driver.read().stamp
+                driver.write(goal)
+                deadline = time.monotonic() + 2.0
+                while driver.read().stamp == stamp and time.monotonic() < deadline:
+                    time.sleep(0.01)
             state = driver.read()
             if command == 'waist':                        # the arm is back home and holds
                 assert abs(state.position[0]) < 0.02, state.position

@@ -111,7 +111,9 @@ def test_link_loss_sends_zero_thrust_reports_it_and_recovers(driver, emulator):
     detected = time.monotonic() - lost_at
     assert T - 0.05 <= detected < T + 0.3     # counted from the last record (50 Hz stream)
     state = driver.read()
-    assert state.faults and 'link lost' in state.faults[0]
+    assert state.faults and 'link lost' in state.faults[0] and state.self_clearing
+    assert 'check the robot is powered' in state.faults[0]          # the next step
+    assert 'resumes by itself' in state.faults[0]
     assert wait_until(lambda: any(p.type == rp.Cmd.SET_THRUST_OPEN_LOOP and p.args('hh') ==
                                   (0, 0) for _, p in list(emulator.received)))
     assert wait_until(lambda: np.abs(emulator.sensors().leg_speeds).max() < 0.5)
@@ -202,6 +204,11 @@ def test_config_validation_and_spec_defaults():
         with pytest.raises(ValueError, match=field):
             RoachDriverConfig(**{field: value})
     spec = load_robot_spec('roach')
+    assert cfg.telemetry == spec.driver['telemetry'] == 'reply'     # the real firmware's
+    with pytest.raises(ValueError, match="telemetry.*'poll'"):
+        RoachDriverConfig(telemetry='poll')
+    with pytest.raises(ValueError, match="telemetry.*'poll'"):
+        EmulatorConfig(telemetry='poll')
     escaped = dataclasses.replace(spec, driver={**spec.driver, 'api_mode': 2})
     with pytest.raises(ValueError, match='api_mode is 2'):
         RoachDriverConfig.from_spec(escaped)
@@ -314,3 +321,82 @@ def test_emulator_stops_the_legs_when_commands_stop(tmp_path):
         assert wait_until(lambda: emu.mode == 'idle', 1.0)
         assert wait_until(lambda: emu.sensors().leg_speeds.max() < 0.5, 1.0)
         assert drv.link_ok                                        # telemetry kept flowing
+
+
+# Reply-mode firmware (hardware.md §4.3/§4.6): one record per command, nothing streamed --------
+def reply_driver(emu: RoachFirmwareEmulator) -> RoachDriver:
+    """The driver as the robot YAML configures it for reply-mode firmware."""
+    spec = load_robot_spec('roach')
+    spec = dataclasses.replace(spec, driver={**spec.driver, 'telemetry': 'reply'})
+    return RoachDriver(RoachDriverConfig.from_spec(spec, port=emu.path, link_timeout_s=T))
+
+
+@pytest.fixture
+def reply_emulator(tmp_path):
+    config = EmulatorConfig(command_timeout_s=0.0, telemetry='reply')
+    with RoachFirmwareEmulator(pty(tmp_path), config=config) as emu:
+        yield emu
+
+
+def zero_thrust_polls(emu: RoachFirmwareEmulator, since: int = 0) -> int:
+    return sum(p.type == rp.Cmd.SET_THRUST_GET_IMU and p.args('hh') == (0, 0)
+               for _, p in list(emu.received)[since:])
+
+
+def test_reply_firmware_pause_in_commands_then_commands_again(reply_emulator):
+    """A 1 s pause in commands used to become a permanent link loss on such firmware."""
+    emu = reply_emulator
+    with reply_driver(emu) as drv:
+        assert wait_until(lambda: drv.write([25.0, 25.0])[0] > 24.0 and
+                          emu.sensors().leg_speeds.min() > 20.0)
+        records, n = drv.stats.records, len(emu.received)
+        pause_end = time.monotonic() + 1.0               # the controller pauses for 1 s
+        while time.monotonic() < pause_end:
+            assert drv.link_ok and drv.read().faults == ()
+            time.sleep(0.02)
+        # the driver polled (zero thrust + a record): state fresh, legs stopped, link watched
+        assert zero_thrust_polls(emu, n) >= 2 and drv.stats.records >= records + 2
+        assert drv.read().extra['telemetry_age_s'] < 2 * T
+        assert np.abs(emu.sensors().leg_speeds).max() < 0.5
+        stamp = drv.read().stamp
+        assert wait_until(lambda: drv.write([20.0, 20.0])[0] > 19.0 and
+                          abs(drv.read().velocity - 20.0).max() < 1.0)
+        assert drv.read().stamp > stamp and drv.link_ok and drv.stats.link_losses == 0
+    assert rp.Cmd.START_TELEMETRY not in emu.received_types()
+
+
+def test_reply_firmware_radio_loss_then_back_recovers_by_itself(reply_emulator):
+    emu = reply_emulator
+    with reply_driver(emu) as drv:
+        assert wait_until(lambda: drv.write([30.0, 30.0])[0] > 29.0 and
+                          emu.sensors().leg_speeds.min() > 25.0)
+        emu.lose_link(hears=True)                        # robot -> host packets lost
+        assert wait_until(lambda: not drv.link_ok, 3 * T + 1.0)
+        state = drv.read()
+        assert 'link lost' in state.faults[0]
+        n = len(emu.received)
+        assert wait_until(lambda: np.abs(emu.sensors().leg_speeds).max() < 0.5)
+        np.testing.assert_array_equal(drv.write([30.0, 30.0]), [0.0, 0.0])
+        time.sleep(3 * T)                                # the robot stays out of reach
+        emu.restore_link()                               # no write from here on
+        assert wait_until(lambda: drv.link_ok, 3 * T + 1.0)
+        assert zero_thrust_polls(emu, n) >= 2            # how it asked: zero thrust + record
+        assert drv.read().faults == () and drv.stats.link_losses == 1
+        assert wait_until(lambda: drv.write([20.0, 20.0])[0] > 19.0 and
+                          emu.sensors().leg_speeds.min() > 15.0)
+    assert state.self_clearing          # the node holds, then resumes without ~/recover
+
+
+def test_emulator_reply_mode_answers_each_command_and_never_streams(reply_emulator):
+    host = RawHost(reply_emulator.path)
+    try:
+        host.send(rp.start_telemetry())
+        assert host.replies(0.3) == []                   # flash only, nothing on the radio
+        for _ in range(3):
+            host.send(rp.set_vel_get_imu(100, 100))
+        host.send(rp.set_thrust_get_imu(0, 0))
+        host.send(rp.set_thrust_open_loop(0, 0))         # no reply
+        replies = host.replies(0.3)
+        assert [r.type for r in replies] == [rp.Cmd.GET_IMU_DATA] * 4
+    finally:
+        host.serial.close()

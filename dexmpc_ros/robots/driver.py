@@ -76,6 +76,9 @@ class DriverState:
             with an IMU puts ``gyro_{x,y,z}`` [rad/s] and ``accel_{x,y,z}`` [m/s^2] here,
             body frame (REP-103: x forward, y left, z up), see :meth:`imu`.
         faults: human-readable descriptions of active hardware faults; empty when healthy.
+        self_clearing: the listed faults end by themselves once their cause goes away (a
+            radio link that comes back), nothing to reset: a driver node holds while they
+            last and resumes without ``~/recover``. False: latched, ``~/recover`` clears.
     """
 
     names: tuple[str, ...]
@@ -85,6 +88,7 @@ class DriverState:
     stamp: float
     extra: Mapping[str, float] = field(default_factory=dict)
     faults: tuple[str, ...] = ()
+    self_clearing: bool = False
 
     def imu(self) -> tuple[np.ndarray, np.ndarray] | None:
         """

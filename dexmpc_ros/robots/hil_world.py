@@ -251,7 +251,8 @@ def _roach_emulator(world: HilWorld):
 
     config = EmulatorConfig(
         robot_address=int(world.spec.driver.get('robot_address', 0x0001)),
-        baudrate=int(world.spec.driver.get('baud', 57600)))
+        baudrate=int(world.spec.driver.get('baud', 57600)),
+        telemetry=str(world.spec.driver.get('telemetry', 'stream')))   # as the driver is told
     return RoachFirmwareEmulator(PtyLink(world.port, drop_when_full=True),
                                  _LockedTwinBody(world), config)
 

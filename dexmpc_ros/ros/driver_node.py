@@ -33,8 +33,11 @@ Faults: a DriverError (HardwareFaultError, a lost port, no answer) in read() or 
 a reading that lists ``faults``, makes diagnostics ERROR name the fault, publishes
 ``safety/estop`` true once and holds: no further command is written until ``~/recover``
 succeeds (reconnect if needed, ``clear_faults()``, a fault-free read, ``enable()``) or the
-node is reactivated.
-The supervisor's e-stop stays latched until ``safety/reset``, as it defines. Malformed
+node is reactivated. A reading whose faults are ``self_clearing`` (the roach's lost radio
+link) holds the same way but ends by itself: the first fault-free reading re-enables and
+writes commands again; ``~/recover`` meanwhile answers with the fault and what to check.
+The supervisor's e-stop stays latched until ``safety/reset``, as it defines, so the robot
+holds until the operator resets it either way. Malformed
 commands (wrong joints, length, non-finite) and stale ones (older than
 ``command_age_budget_s``) are dropped and counted in diagnostics.
 
@@ -130,6 +133,7 @@ class DriverNode(LifecycleNode):
         self._timer = None
         self._active = False
         self._fault: str | None = None
+        self._fault_clears_itself = False
         self._extra: dict[str, float] = {}
         self._reads = RateMeter()
         self._counts = dict.fromkeys(('writes', 'commands_malformed', 'commands_stale',
@@ -256,7 +260,9 @@ class DriverNode(LifecycleNode):
             self.pub_imu.publish(convert.imu_msg(stamp_ns, *imu, self.cfg.imu_frame_id))
         self._extra = dict(state.extra)
         if state.faults:
-            self._set_fault('; '.join(state.faults))
+            self._set_fault('; '.join(state.faults), state.self_clearing)
+        elif self._fault is not None and self._fault_clears_itself:
+            self._resume()
 
     def _on_command(self, msg: JointTrajectory) -> None:
         values = checked_command(self, msg, self.spec.command_interface)
@@ -273,16 +279,31 @@ class DriverNode(LifecycleNode):
             return
         self._counts['writes'] += 1
 
-    def _set_fault(self, reason: str) -> None:
+    def _set_fault(self, reason: str, clears_itself: bool = False) -> None:
         """Enter the hold: one e-stop request and an ERROR diagnostic per fault."""
         if self._fault is not None:
+            if self._fault_clears_itself and not clears_itself:
+                self._fault, self._fault_clears_itself = reason, False   # now latched
             self.get_logger().error(f'still faulted: {reason}', throttle_duration_sec=5.0)
             return
-        self._fault = reason
+        self._fault, self._fault_clears_itself = reason, clears_itself
         self._counts['faults'] += 1
-        self.get_logger().error(f'{reason}; holding (no commands written) until ~/recover, '
+        until = 'it clears' if clears_itself else '~/recover'
+        self.get_logger().error(f'{reason}; holding (no commands written) until {until}, '
                                 f'e-stop requested')
         self.pub_estop.publish(Bool(data=True))
+        self._publish_diagnostics()
+
+    def _resume(self) -> None:
+        """A self-clearing fault ended (a fault-free reading): re-enable, write commands."""
+        try:
+            self.driver.enable()
+        except DriverError as exc:
+            self._set_fault(f'enable after "{self._fault}" cleared failed: {exc}')
+            return
+        old, self._fault, self._fault_clears_itself = self._fault, None, False
+        self.get_logger().warn(f'fault cleared by itself ({old}): commands are written again '
+                               f'(the safety supervisor stays e-stopped until safety/reset)')
         self._publish_diagnostics()
 
     def _on_recover(self, request: Trigger.Request, response: Trigger.Response
@@ -305,6 +326,9 @@ class DriverNode(LifecycleNode):
                 self.driver.connect()
             self.driver.clear_faults()
             state = self.driver.read()
+            if state.faults and state.self_clearing:
+                return False, (f'{"; ".join(state.faults)}. Nothing to reset here: commands '
+                               f'are written again by themselves once that clears')
             if state.faults:
                 return False, f'still faulted: {"; ".join(state.faults)}'
             self.driver.enable()
@@ -317,7 +341,8 @@ class DriverNode(LifecycleNode):
 
     def _publish_diagnostics(self) -> None:
         if self._fault is not None:
-            level, message = 'error', f'FAULT: {self._fault}; holding until ~/recover'
+            until = 'it clears' if self._fault_clears_itself else '~/recover'
+            level, message = 'error', f'FAULT: {self._fault}; holding until {until}'
         elif self._active:
             level, message = 'ok', f'{self.driver.label} active'
         else:

@@ -1,27 +1,33 @@
 """
-VelociRoACH driver: XBee API frames over a serial port (pyserial), streamed telemetry.
+VelociRoACH driver: XBee API frames over a serial port (pyserial), telemetry records.
 
     with RoachDriver(RoachDriverConfig.from_spec(load_robot_spec('roach'))) as roach:
         state = roach.read()                 # leg-crank angles/speeds + IMU in state.extra
         sent = roach.write([25.0, 25.0])     # crank speeds [rad/s] -> SET_VEL_GET_IMU
 
 Link (shared/reference/hardware.md §4): a Digi XBee 802.15.4 basestation in API mode 1 at the
-port; the robot at a 16-bit address. connect() opens the port, asks for streamed telemetry
-(START_TELEMETRY) and waits for the first 46-byte record. A reader thread parses every
-frame (bad checksums and garbage are dropped and counted in :attr:`RoachDriver.stats`) and
-keeps the latest state.
+port; the robot at a 16-bit address. connect() opens the port, asks for telemetry and
+waits for the first 46-byte record. A reader thread parses every frame (bad checksums and
+garbage are dropped and counted in :attr:`RoachDriver.stats`) and keeps the latest state.
+
+Telemetry modes (``telemetry``; the robot YAML's ``driver: telemetry``), as the firmware has:
+``stream``: records streamed after START_TELEMETRY; ``reply``: one record answers each
+SET_VEL_GET_IMU / SET_THRUST_GET_IMU, nothing else comes (hardware.md §4.3/§4.6), so after
+``link_timeout_s`` without a command the driver polls with SET_THRUST_GET_IMU(0, 0): zero
+thrust (a setpoint that old is stale) and a record, fresh state and a watched link.
 
 Commands: the twin's command interface is crank angular velocity [rad/s] (left, right);
 write() clamps to the spec's velocity limits, converts to int16 counts/ms (truncated toward
 zero, so the sent value never exceeds the limit) and sends SET_VEL_GET_IMU (0x96). It
 returns the command actually sent, in rad/s.
 
-Link loss: no telemetry record for ``link_timeout_s`` -> the driver sends zero thrust
-(SET_THRUST_OPEN_LOOP 0, 0) and re-sends it with START_TELEMETRY every ``link_timeout_s``
-while the link stays down; read() reports the fault in ``DriverState.faults`` and
-:attr:`link_ok` is False; write() sends zero thrust and returns zeros. The first record that
-arrives restores the link. A vanished port (USB pulled) makes read()/write() raise
-PortMissingError; connect() works again once the port is back.
+Link loss (stream: no record for ``link_timeout_s``; reply: a command unanswered that long)
+-> zero thrust, and every ``link_timeout_s`` while it lasts the driver asks again (stream:
+SET_THRUST_OPEN_LOOP(0, 0) + START_TELEMETRY; reply: SET_THRUST_GET_IMU(0, 0)). read()
+reports it with what to check in ``faults`` (``self_clearing``), :attr:`link_ok` is False,
+write() sends zero thrust and returns zeros. The first valid record restores the link. A
+vanished port (USB pulled) makes read()/write() raise PortMissingError; connect() works
+again once the port is back.
 
 read() -> DriverState: ``names`` the spec's joints (left_legs, right_legs); ``position`` the
 unwrapped crank angles [rad] (int32 encoder rollover removed); ``velocity`` [rad/s] from
@@ -68,6 +74,7 @@ class RoachDriverConfig:
         retries: further connect attempts after the first.
         timestamp_tick_s: board timestamp unit [s] (assumed 1 us, see roach_protocol).
         telemetry_samples: START_TELEMETRY count (default: stream until stopped).
+        telemetry: the firmware's telemetry mode, ``stream`` or ``reply`` (module docstring).
     """
 
     port: str = '/dev/ttyUSB0'
@@ -78,6 +85,7 @@ class RoachDriverConfig:
     retries: int = 3
     timestamp_tick_s: float = rp.TIMESTAMP_TICK_S
     telemetry_samples: int = rp.TELEMETRY_FOREVER
+    telemetry: str = 'stream'
 
     def __post_init__(self) -> None:
         if not self.port:
@@ -95,11 +103,14 @@ class RoachDriverConfig:
         if not 1 <= self.telemetry_samples <= rp.TELEMETRY_FOREVER:
             raise ValueError(f'telemetry_samples must be 1..2**32-1, got '
                              f'{self.telemetry_samples}')
+        if self.telemetry not in rp.TELEMETRY_MODES:
+            raise ValueError(f'telemetry must be one of {rp.TELEMETRY_MODES}, got '
+                             f'{self.telemetry!r}')
 
     @classmethod
     def from_spec(cls, spec: RobotSpec, **overrides: object) -> RoachDriverConfig:
         """
-        Fill port, baud rate and address from the spec's ``driver:`` section.
+        Fill port, baud rate, address and telemetry mode from the spec's ``driver:`` section.
 
         Raises:
             ValueError: an unknown override, or a ``driver:`` section this driver cannot
@@ -111,7 +122,8 @@ class RoachDriverConfig:
                                  f'{spec.driver[key]}, the roach driver supports {supported}')
         values = {'port': spec.driver.get('port', cls.port),
                   'baudrate': spec.driver.get('baud', cls.baudrate),
-                  'robot_address': spec.driver.get('robot_address', cls.robot_address)}
+                  'robot_address': spec.driver.get('robot_address', cls.robot_address),
+                  'telemetry': spec.driver.get('telemetry', cls.telemetry)}
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known
         if unknown:
@@ -175,6 +187,8 @@ class RoachDriver(Driver):
         self._rssi = 0
         self._link_ok = True
         self._next_resend = 0.0
+        self._last_request = 0.0                    # reply mode: last record-asking command
+        self._awaiting_since: float | None = None   # reply mode: oldest unanswered one
 
     # Connection -------------------------------------------------------------------------------
     @property
@@ -184,7 +198,7 @@ class RoachDriver(Driver):
 
     @property
     def link_ok(self) -> bool:
-        """False while no telemetry arrived for ``link_timeout_s``."""
+        """False while the radio link is lost (module docstring); a valid record clears it."""
         return self._link_ok
 
     @property
@@ -223,8 +237,9 @@ class RoachDriver(Driver):
         self._connected = True
         attempts = 1 + cfg.retries
         for _ in range(attempts):
-            self._send(rp.start_telemetry(cfg.telemetry_samples))
-            self._send(rp.set_vel_get_imu(0, 0))
+            if not self._replies:
+                self._send(rp.start_telemetry(cfg.telemetry_samples))
+            self._send_request(rp.set_vel_get_imu(0, 0))
             if self._first_record.wait(cfg.connect_timeout_s) or self._port_error:
                 break
         self._raise_if_port_failed()
@@ -236,14 +251,15 @@ class RoachDriver(Driver):
                 'check the robot is powered and its XBee is paired with the basestation (same '
                 'PAN ID and channel, robot address as configured), the basestation baud rate, '
                 'and the port permissions (dialout group)')
-        log.info('%s: connected, telemetry streaming', self.label)
+        log.info('%s: connected, telemetry mode %s', self.label, cfg.telemetry)
 
     def disconnect(self) -> None:
         """Zero thrust and stop telemetry (if the port is still there), then close; idempotent."""
         if self._serial is not None and self._port_error is None:
             try:
                 self._send(rp.set_thrust_open_loop(0, 0))
-                self._send(rp.stop_telemetry())
+                if not self._replies:
+                    self._send(rp.stop_telemetry())
             except PortMissingError:
                 pass
         self._close()
@@ -290,12 +306,11 @@ class RoachDriver(Driver):
                  'bemf_left': float(rec.bemf_left), 'bemf_right': float(rec.bemf_right),
                  'vbatt': float(rec.vbatt), 'rssi_dbm': -float(rssi),
                  'telemetry_age_s': age, 'sample_index': float(rec.sample_index)}
-        faults = () if link_ok else (
-            f'radio link lost: no telemetry for {age:.2f} s (budget '
-            f'{self.config.link_timeout_s} s), legs commanded to zero thrust',)
+        faults = () if link_ok else (self._link_lost_text(age),)
         return DriverState(names=self._names, position=position, velocity=velocity,
                            effort=np.full(2, np.nan), stamp=stamp,
-                           extra={k: float(v) for k, v in extra.items()}, faults=faults)
+                           extra={k: float(v) for k, v in extra.items()}, faults=faults,
+                           self_clearing=True)
 
     def write(self, command: np.ndarray) -> np.ndarray:
         """
@@ -312,11 +327,11 @@ class RoachDriver(Driver):
         if not np.isfinite(cmd).all():
             raise ValueError(f'{self.label}: command must be finite, got {cmd}')
         if not self._link_ok:
-            self._send(rp.set_thrust_open_loop(0, 0))
+            self._send_zero_thrust()
             return np.zeros(2)
         clamped = np.clip(cmd, -self._vmax, self._vmax)
         counts = np.trunc(rp.rad_s_to_counts_per_ms(clamped))
-        self._send(rp.set_vel_get_imu(int(counts[0]), int(counts[1])))
+        self._send_request(rp.set_vel_get_imu(int(counts[0]), int(counts[1])))
         return rp.counts_per_ms_to_rad_s(counts)
 
     def round_trip(self, timeout: float = 1.0) -> float:
@@ -337,6 +352,32 @@ class RoachDriver(Driver):
             return self._echoes.pop(token) - start
 
     # Internals ----------------------------------------------------------------------------------
+    @property
+    def _replies(self) -> bool:
+        return self.config.telemetry == 'reply'
+
+    def _link_lost_text(self, age: float) -> str:
+        budget = self.config.link_timeout_s
+        return (f'radio link lost: no telemetry for {age:.2f} s (budget {budget} s), legs '
+                f'commanded to zero thrust; check the robot is powered (battery) and in radio '
+                f'range, and the XBee basestation (USB cable, power); telemetry resumes by '
+                f'itself: the driver asks the robot every {budget} s and the first valid '
+                f'record restores the link')
+
+    def _send_request(self, payload: rp.Payload) -> None:
+        if self._replies:
+            with self._lock:
+                self._last_request = now = time.monotonic()
+                self._awaiting_since = now if self._awaiting_since is None else \
+                    self._awaiting_since
+        self._send(payload)
+
+    def _send_zero_thrust(self) -> None:
+        if self._replies:
+            self._send_request(rp.set_thrust_get_imu(0, 0))
+        else:
+            self._send(rp.set_thrust_open_loop(0, 0))
+
     def _check_usable(self) -> None:
         self._raise_if_port_failed()
         self._require_connected()
@@ -423,6 +464,7 @@ class RoachDriver(Driver):
                     self._velocity = rp.counts_to_rad(delta) / (ticks *
                                                                 self.config.timestamp_tick_s)
             self._record, self._record_time, self._rssi = rec, now, rssi
+            self._awaiting_since = None
             self._counts['records'] += 1
             recovered = not self._link_ok and self._port_error is None
             if recovered:
@@ -432,9 +474,18 @@ class RoachDriver(Driver):
         self._first_record.set()
 
     def _watch_link(self, now: float) -> None:
+        """Reader thread: detect a lost link, poll (reply mode), ask again while lost."""
         budget = self.config.link_timeout_s
         if self._link_ok:
-            if now - self._record_time <= budget or not self._first_record.is_set():
+            if not self._first_record.is_set():
+                return
+            with self._lock:
+                waited = (now - self._record_time if not self._replies else
+                          0.0 if self._awaiting_since is None else now - self._awaiting_since)
+                idle = now - self._last_request
+            if waited <= budget:
+                if self._replies and idle >= budget:
+                    self._send_zero_thrust()            # the poll: fresh state, link watched
                 return
             with self._lock:
                 self._link_ok = False
@@ -444,5 +495,6 @@ class RoachDriver(Driver):
         elif now < self._next_resend:
             return
         self._next_resend = now + budget
-        self._send(rp.set_thrust_open_loop(0, 0))
-        self._send(rp.start_telemetry(self.config.telemetry_samples))
+        self._send_zero_thrust()
+        if not self._replies:
+            self._send(rp.start_telemetry(self.config.telemetry_samples))

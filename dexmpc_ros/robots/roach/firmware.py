@@ -9,10 +9,11 @@ The emulator thread:
   the robot heard it, 1 "no ACK" if not) and, when addressed to the robot, runs the command;
 - answers ECHO, WHO_AM_I, SET_PID_GAINS (echo), GET_AMS_POS, ZERO_POS, and a telemetry
   record (0x20) to every SET_VEL_GET_IMU / SET_THRUST_GET_IMU;
-- streams telemetry records at ``telemetry_rate_hz`` after START_TELEMETRY (n records; 0
-  stops). The board samples at 1 kHz into flash (hardware.md §4.1); the radio cannot carry
-  that: one 57-byte record frame is 570 bits, so 57600 baud holds at most ~100 records/s.
-  Default 50 Hz, half the link, leaving room for commands;
+- ``telemetry='stream'``: streams records at ``telemetry_rate_hz`` after START_TELEMETRY
+  (n records; 0 stops). The board samples at 1 kHz into flash (hardware.md §4.1); one
+  57-byte record frame is 570 bits, so 57600 baud carries at most ~100 records/s: default
+  50 Hz, half the link. ``telemetry='reply'`` (hardware.md §4.3/§4.6): START_TELEMETRY
+  sends nothing, the only records are the replies above;
 - stops the legs when no motion command came for ``command_timeout_s`` (robot-side safety,
   hardware.md §4.6).
 
@@ -47,6 +48,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dexmpc_ros.core.robot_spec import load_robot_spec
 from dexmpc_ros.wire.pty_link import PtyLink
 from dexmpc_ros.robots.roach import protocol as rp
 from dexmpc_ros.wire.xbee import (API_TX16, FrameError, FrameParser, RxPacket16, TxRequest16,
@@ -69,6 +71,7 @@ class EmulatorConfig:
     Attributes:
         robot_address: the robot's 16-bit address (frames to others get no ACK).
         telemetry_rate_hz: streaming rate [Hz]; must fit the serial link at ``baudrate``.
+        telemetry: ``stream`` or ``reply`` (one record per SET_*_GET_IMU, no streaming).
         baudrate: the basestation's serial speed [bit/s] (only bounds the rate).
         command_timeout_s: legs stop after this long without a motion command [s]; 0: never.
         rssi: reported signal strength [-dBm].
@@ -78,6 +81,7 @@ class EmulatorConfig:
 
     robot_address: int = 0x0001
     telemetry_rate_hz: float = 50.0
+    telemetry: str = 'stream'
     baudrate: int = 57600
     command_timeout_s: float = 1.0
     rssi: int = 40
@@ -89,6 +93,8 @@ class EmulatorConfig:
         if not 0 < self.telemetry_rate_hz <= capacity:
             raise ValueError(f'telemetry_rate_hz must be in (0, {capacity:.0f}] (the link at '
                              f'{self.baudrate} baud), got {self.telemetry_rate_hz}')
+        if self.telemetry not in rp.TELEMETRY_MODES:
+            raise ValueError(f'telemetry must be stream or reply, got {self.telemetry!r}')
         if self.command_timeout_s < 0:
             raise ValueError(f'command_timeout_s must be >= 0, got {self.command_timeout_s}')
         if not 0 <= self.rssi <= 255:
@@ -406,7 +412,7 @@ class RoachFirmwareEmulator:
                 self._set_mode('thrust', (left, right), run_ms)
             if cmd != rp.Cmd.SET_THRUST_OPEN_LOOP:
                 self._send_record()
-        elif cmd == rp.Cmd.START_TELEMETRY:
+        elif cmd == rp.Cmd.START_TELEMETRY and self.config.telemetry == 'stream':
             (self._stream_left,) = p.args('L')
             self._next_record = self._now
         elif cmd in (rp.Cmd.PID_STOP_MOTORS, rp.Cmd.SOFTWARE_RESET):
@@ -470,6 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--port', required=True, help='path of the emulated serial port')
     parser.add_argument('--twin', action='store_true', help='back it with the MuJoCo twin')
     parser.add_argument('--rate', type=float, default=50.0, help='telemetry rate [Hz]')
+    parser.add_argument('--telemetry', choices=rp.TELEMETRY_MODES, help='default: roach.yaml')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(name)s: %(message)s')
     body = None
@@ -479,11 +486,12 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    emulator = RoachFirmwareEmulator(PtyLink(args.port, drop_when_full=True), body,
-                                     EmulatorConfig(telemetry_rate_hz=args.rate))
+    telemetry = args.telemetry or load_robot_spec('roach').driver.get('telemetry', 'stream')
+    config = EmulatorConfig(telemetry_rate_hz=args.rate, telemetry=telemetry)
+    emulator = RoachFirmwareEmulator(PtyLink(args.port, drop_when_full=True), body, config)
     with emulator:
-        log.info('VelociRoACH emulator on %s (%s body)', args.port,
-                 'twin' if args.twin else 'kinematic')
+        log.info('VelociRoACH emulator on %s (%s body, telemetry %s)', args.port,
+                 'twin' if args.twin else 'kinematic', telemetry)
         stop.wait()
     return 0
 

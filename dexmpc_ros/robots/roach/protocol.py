@@ -26,8 +26,11 @@ Assumptions where the sources are silent (stated, configurable by callers):
   accepts them; whether a real firmware runs the legs backwards is unknown).
 - back-EMF and battery stay in raw ADC counts (no scale in the sources).
 - START_TELEMETRY (0x8F, uint32 n): in the dhaldane firmware it logs n samples to flash at
-  1 kHz. On our link it also streams the records over the radio as GET_IMU_DATA (0x20)
-  replies, n records then stop; 0 stops, :data:`TELEMETRY_FOREVER` never stops.
+  1 kHz and sends nothing over the radio. Two telemetry modes (:data:`TELEMETRY_MODES`):
+  ``stream``, our link's extension, where the robot also streams the records as
+  GET_IMU_DATA (0x20) replies, n records then stop (0 stops, :data:`TELEMETRY_FOREVER`
+  never stops); ``reply``, the firmware of hardware.md §4.3/§4.6, where the only records
+  are the one 0x20 reply to each SET_VEL_GET_IMU / SET_THRUST_GET_IMU.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ GYRO_RAD_S_PER_LSB = 0.000133231241 * 8        # mpu6000.c GYRO_SCALE_BASE x 8 (
 ACCEL_M_S2_PER_LSB = 5.98550415e-4 * 4         # mpu6000.c XL_SCALE_BASE x 4 (+-8 g)
 TIMESTAMP_TICK_S = 1e-6                        # assumption, see module docstring
 TELEMETRY_FOREVER = 0xFFFFFFFF
+#: telemetry modes of a firmware: streamed after START_TELEMETRY, or one record per command
+TELEMETRY_MODES = ('stream', 'reply')
 INT16_MAX = 0x7FFF
 
 
