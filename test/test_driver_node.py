@@ -31,6 +31,7 @@ from std_srvs.srv import Trigger  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 from dexmpc_ros.core.errors import ConfigError  # noqa: E402
+from dexmpc_ros.core.message_fields import command_values  # noqa: E402
 from dexmpc_ros.core.robot_spec import load_robot_spec, parse_robot_spec  # noqa: E402
 from dexmpc_ros.robots.drivers.base import PortMissingError  # noqa: E402
 from dexmpc_ros.robots.drivers.registry import make_driver  # noqa: E402
@@ -494,7 +495,7 @@ def test_roach_imu_gives_the_supervisor_its_body_rate(tmp_path, ros_env, ros_dom
                 return emu.sensors().leg_speeds.min() > speed
 
             def passed() -> list[float]:
-                return [m.points[0].velocities[0] for _, m in probe.received['command']]
+                return [command_values(m, 'velocity')[0] for _, m in probe.received['command']]
 
             # The supervisor ramps the speed up (step bound): wait for the full command too,
             # the legs can pass 20 rad/s on the ramp.

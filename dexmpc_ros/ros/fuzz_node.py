@@ -59,9 +59,8 @@ class FuzzNode(Node):
         now = self.get_clock().now().nanoseconds
         for _ in range(self.fuzzer.config.burst):
             cmd = self.fuzzer.next(self._measured, self._obs_stamp_ns, now)
-            msg = convert.command_msg(cmd.stamp_ns, cmd.names, [], self._interface)
-            field = 'positions' if self._interface == 'position' else 'velocities'
-            setattr(msg.points[0], field, cmd.values.tolist())  # any length, even bad ones
+            # any length and any value, even bad ones: command_msg checks neither
+            msg = convert.command_msg(cmd.stamp_ns, cmd.names, cmd.values, self._interface)
             self.pub_command.publish(msg)
             self._rate.tick()
 

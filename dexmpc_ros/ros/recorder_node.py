@@ -32,6 +32,7 @@ from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness, Q
                                 QosTime)
 
 from dexmpc_ros.core.errors import BagError, ConfigError
+from dexmpc_ros.core.message_fields import ns_to_sec_nanosec
 from dexmpc_ros.data.bag_writer import BagWriter, BagWriterConfig
 from dexmpc_ros.ros import convert
 from dexmpc_ros.ros.node_main import run_node
@@ -213,8 +214,7 @@ def subscription_qos(offered: list[QoSProfile]) -> QoSProfile:
 def offered_qos(profile: QoSProfile) -> Qos:
     """A publisher's rclpy QoS as the rosbags profile stored in the bag's metadata."""
     def time_of(duration: Duration) -> QosTime:
-        sec, nsec = divmod(int(duration.nanoseconds), 1_000_000_000)
-        return QosTime(sec, nsec)
+        return QosTime(*ns_to_sec_nanosec(duration.nanoseconds))
 
     def enum(cls: type, policy: object) -> object:
         return cls.__members__.get(getattr(policy, 'name', ''), cls['UNKNOWN'])
