@@ -159,8 +159,9 @@ def test_lifecycle_commands_fault_hold_and_recover(tmp_path, ros_env, ros_domain
 
         probe.send([0.3, -0.4])
         probe.wait_position([0.3, 0.02, -0.4], 'the command applied')
-        # Malformed (wrong joints) and stale (2 s old) commands change nothing; counted.
-        probe.send([0.7, 0.7], names=['elbow', 'shoulder'])
+        # Malformed (a joint the arm lacks) and stale (2 s old) commands change nothing;
+        # counted. (Another order of the right joints is well-formed: safety's names rule.)
+        probe.send([0.7, 0.7], names=['shoulder', 'wrist'])
         probe.send([0.7, 0.7], age_s=2.0)
         probe.wait_diag(lambda s: convert.diagnostic_values(s)['commands_malformed'] == '1'
                         and convert.diagnostic_values(s)['commands_stale'] == '1',

@@ -44,7 +44,7 @@ from dexmpc_ros.robots.drivers.base import DriverError
 from dexmpc_ros.robots.drivers.realsense import (CameraFrames, PipelineSource,
                                                  RealSenseCamera, RealSenseConfig)
 from dexmpc_ros.ros import convert
-from dexmpc_ros.ros.driver_node import FAILURE, SUCCESS, autostart, run_lifecycle_node
+from dexmpc_ros.ros.lifecycle import FAILURE, SUCCESS, autostart, run_lifecycle_node
 from dexmpc_ros.ros.params import config_from_node
 
 COLOR_FRAME = 'camera_color_optical_frame'

@@ -26,7 +26,8 @@ Shadow's ``rh_trajectory_controller`` (trajectory mode), the hand's 24 joint nam
 
 Lifecycle: configure checks nothing on the hand (the controller manager may start
 later); activate starts the watchdog (silence counts from activation) and forwarding;
-deactivate stops both. ``autostart`` as in ``driver_node``.
+deactivate stops both. ``autostart`` and the command check (``ros/lifecycle.py``) as in
+``driver_node``.
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ from dexmpc_ros.robots.drivers.shadow_hand import (SILENT_CONTROLLER, HandJointM
                                                    MissingJointError, ShadowHandConfig,
                                                    StateWatchdog, controller_joints)
 from dexmpc_ros.ros import convert
-from dexmpc_ros.ros.driver_node import (SUCCESS, StartupError, autostart, checked_command,
-                                        run_lifecycle_node)
+from dexmpc_ros.ros.lifecycle import (SUCCESS, CommandGate, StartupError, autostart,
+                                      run_lifecycle_node)
 from dexmpc_ros.ros.params import config_from_node, declare
 
 #: Watchdog checks per state timeout (trip delay <= timeout / this after the timeout).
@@ -131,7 +132,8 @@ class HandDriverNode(LifecycleNode):
         except ValueError as exc:
             raise ConfigError(f'node {self.get_name()}: controller {self.hand.controller}: '
                               f'{exc}') from exc
-        self._names = self.spec.command_names
+        self._gate = CommandGate(self.spec, 'position', self.cfg.command_age_budget_s,
+                                 self.cfg.future_tolerance_s, self.get_logger())
         self._active = False
         self._silent = False
         self._watchdog: StateWatchdog | None = None
@@ -220,9 +222,11 @@ class HandDriverNode(LifecycleNode):
             stamp_ns, state.names, state.position, state.velocity, state.effort))
 
     def _on_command(self, msg: JointTrajectory) -> None:
-        values = checked_command(self, msg, 'position')
-        if values is None:
+        verdict = self._gate.check(msg, self._active, self.get_clock().now().nanoseconds)
+        if verdict.values is None:
+            self._counts[verdict.refused] += 1
             return
+        values = verdict.values
         if self.hand.command_mode == 'forward':
             self.pub_controller.publish(Float64MultiArray(
                 data=self.map.command_values(values, self.joints)))

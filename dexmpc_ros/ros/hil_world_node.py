@@ -44,9 +44,8 @@ from dexmpc_ros.core.rate import RateMeter
 from dexmpc_ros.core.robot_spec import load_robot_spec
 from dexmpc_ros.emulators.hil_world import HilWorld
 from dexmpc_ros.ros import convert
-from dexmpc_ros.ros.driver_node import parse_options
 from dexmpc_ros.ros.node_main import run_node
-from dexmpc_ros.ros.params import config_from_node, declare
+from dexmpc_ros.ros.params import config_from_node, declare, parse_options
 from dexmpc_ros.ros.world_topics import WorldTopics
 #: A state stamped this soon after a reset may have been read before it [ns]: the driver
 #: stamps after its read returns (a sync read or telemetry wait takes a few ms).
