@@ -48,7 +48,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import Imu, JointState
 from std_msgs.msg import Bool
@@ -60,6 +59,7 @@ from dexmpc_ros.core.robot_spec import load_robot_spec
 from dexmpc_ros.robots.drivers.base import DriverError, PortMissingError
 from dexmpc_ros.robots.drivers.registry import make_driver
 from dexmpc_ros.ros import convert
+from dexmpc_ros.ros.diagnostics import DiagnosticsPublisher
 from dexmpc_ros.ros.lifecycle import (ERROR, FAILURE, SUCCESS, CommandGate, autostart,
                                       run_lifecycle_node)
 from dexmpc_ros.ros.params import config_from_node, declare, parse_options
@@ -133,7 +133,7 @@ class DriverNode(LifecycleNode):
 
         self.pub_joints = self.create_lifecycle_publisher(JointState, 'joint_states', 10)
         self.pub_imu = None      # created at the first reading that carries an IMU
-        self.pub_diag = self.create_publisher(DiagnosticArray, 'diagnostics', 10)
+        self.pub_diag = DiagnosticsPublisher(self)
         self.pub_estop = self.create_publisher(Bool, 'safety/estop', 10)
         self.create_subscription(JointTrajectory, 'command', self._on_command, 10)
         self.create_service(Trigger, '~/recover', self._on_recover)
@@ -322,10 +322,7 @@ class DriverNode(LifecycleNode):
         values = {'lifecycle_state': self._lifecycle, 'rate_hz': self._reads.rate_hz(),
                   'reads': self._reads.count, **self._counts, 'fault': self._fault or '',
                   **self._extra}
-        status = convert.diagnostic_status(self.get_name(), level, message, values,
-                                           hardware_id=self.driver.label)
-        self.pub_diag.publish(DiagnosticArray(
-            header=convert.header(self.get_clock().now().nanoseconds), status=[status]))
+        self.pub_diag.publish(level, message, values, hardware_id=self.driver.label)
 
     def destroy_node(self) -> None:
         """Leave the robot safe: disable and disconnect whatever state the node is in."""

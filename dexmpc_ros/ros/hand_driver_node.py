@@ -39,7 +39,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray
@@ -53,6 +52,7 @@ from dexmpc_ros.robots.drivers.shadow_hand import (SILENT_CONTROLLER, HandJointM
                                                    MissingJointError, ShadowHandConfig,
                                                    StateWatchdog, controller_joints)
 from dexmpc_ros.ros import convert
+from dexmpc_ros.ros.diagnostics import DiagnosticsPublisher
 from dexmpc_ros.ros.lifecycle import (SUCCESS, CommandGate, StartupError, autostart,
                                       run_lifecycle_node)
 from dexmpc_ros.ros.params import config_from_node, declare
@@ -155,7 +155,7 @@ class HandDriverNode(LifecycleNode):
         else:
             self.pub_controller = self.create_lifecycle_publisher(
                 JointTrajectory, f'{controller}/joint_trajectory', 10)
-        self.pub_diag = self.create_publisher(DiagnosticArray, 'diagnostics', 10)
+        self.pub_diag = DiagnosticsPublisher(self)
         self.pub_estop = self.create_publisher(Bool, 'safety/estop', 10)
         self.create_subscription(JointState, self.cfg.hand_joint_states_topic,
                                  self._on_hand_state, 10)
@@ -281,10 +281,7 @@ class HandDriverNode(LifecycleNode):
         values = {'state_rate_hz': self._states.rate_hz(), 'state_age_s': age_s,
                   **self._counts, 'controller': self.hand.controller,
                   'command_mode': self.hand.command_mode}
-        status = convert.diagnostic_status(self.get_name(), level, message, values,
-                                           hardware_id=self.hand.controller)
-        self.pub_diag.publish(DiagnosticArray(
-            header=convert.header(self.get_clock().now().nanoseconds), status=[status]))
+        self.pub_diag.publish(level, message, values, hardware_id=self.hand.controller)
 
 
 def main(args: list[str] | None = None) -> int:

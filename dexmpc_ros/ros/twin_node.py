@@ -43,12 +43,12 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
-from diagnostic_msgs.msg import DiagnosticArray
 
 from dexmpc_ros.core.rate import RateMeter
 from dexmpc_ros.core.robot_spec import load_robot_spec
 from dexmpc_ros.robots.twins import make_twin
 from dexmpc_ros.ros import convert
+from dexmpc_ros.ros.diagnostics import DiagnosticsPublisher
 from dexmpc_ros.ros.node_main import run_node
 from dexmpc_ros.ros.params import config_from_node, declare, parse_options
 from dexmpc_ros.ros.world_topics import WorldTopics
@@ -136,7 +136,7 @@ class TwinNode(Node):
 
         self.pub_joints = self.create_publisher(JointState, 'joint_states', 10)
         self.topics = WorldTopics(self, odom=self.twin.odom() is not None)
-        self.pub_diag = self.create_publisher(DiagnosticArray, 'diagnostics', 10)
+        self.pub_diag = DiagnosticsPublisher(self)
         self.pub_image = (self.create_publisher(Image, 'camera/color/image_raw',
                                                 qos_profile_sensor_data)
                           if self.cfg.camera else None)
@@ -287,15 +287,14 @@ class TwinNode(Node):
 
     def _publish_diagnostics(self) -> None:
         rate = self._rate.rate_hz()
-        status = convert.diagnostic_status(
-            self.get_name(), 'ok', f'{self.spec.name} twin, episode {self._episode}',
+        self.pub_diag.publish(
+            'ok', f'{self.spec.name} twin, episode {self._episode}',
             {'rate_hz': rate, 'episode': self._episode, 'episode_step': self._episode_step,
              'reward': self._last_reward, 'episode_return': self._episode_return,
              'sim_time_s': self.twin.time, 'commands_applied': self._commands_applied,
              'commands_rejected': self._commands_rejected,
-             'lockstep_timeouts': self._lockstep_timeouts})
-        msg = DiagnosticArray(header=convert.header(self._stamp_ns()), status=[status])
-        self.pub_diag.publish(msg)
+             'lockstep_timeouts': self._lockstep_timeouts},
+            stamp_ns=self._stamp_ns())
 
     def destroy_node(self) -> None:
         """Stop the fast loop and free the renderer."""
