@@ -42,6 +42,7 @@ from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Int32  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
+from dexmpc_ros.core.message_fields import command_values  # noqa: E402
 from dexmpc_ros.core.robot_spec import load_robot_spec  # noqa: E402
 from dexmpc_ros.data.bag_reader import read_bag  # noqa: E402
 from dexmpc_ros.ros import fault_trials, latency  # noqa: E402
@@ -185,7 +186,8 @@ def run_fuzz_dds(domain: int, robot: str, seconds: float, out: Path) -> dict:
     spec = load_robot_spec(robot)
     bag = read_bag(run_dir / 'bag', ['/joint_states', '/command', '/command_raw'])
     _, pos, vel = fault_trials.joint_arrays(bag['/joint_states'], spec)
-    commands = np.array([fault_trials.command_values(m, spec) for _, m in bag['/command']])
+    commands = np.array([command_values(m, spec.command_interface)
+                         for _, m in bag['/command']])
     found = audit(spec, pos, vel, commands)
     status = json.loads((run_dir / 'status.jsonl').read_text().splitlines()[-1])
     safety = status['nodes']['safety']

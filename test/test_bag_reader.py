@@ -15,6 +15,7 @@ import yaml
 from rosbags.typesys import Stores, get_typestore
 
 from dexmpc_ros.core.errors import BagError
+from dexmpc_ros.core.message_fields import ns_to_sec_nanosec
 from dexmpc_ros.data import bag_reader
 from dexmpc_ros.data.bag_reader import (Episode, bag_info, episode_slices, episodes,
                                         iter_messages, joint_state_series, read_bag,
@@ -32,7 +33,7 @@ FLOAT64 = 'std_msgs/msg/Float64'
 def joint_state(stamp_ns: int, names: list[str], position: list[float],
                 velocity: list[float]) -> bytes:
     types = STORE.types
-    sec, nsec = divmod(stamp_ns, 1_000_000_000)
+    sec, nsec = ns_to_sec_nanosec(stamp_ns)
     header = types['std_msgs/msg/Header'](
         stamp=types['builtin_interfaces/msg/Time'](sec=sec, nanosec=nsec), frame_id='')
     msg = types[JOINT_STATE](header=header, name=names, position=np.array(position, float),
@@ -46,7 +47,7 @@ def scalar(msgtype: str, value: float) -> bytes:
 
 def header_msg(stamp_ns: int, frame_id: str):
     types = STORE.types
-    sec, nsec = divmod(stamp_ns, 1_000_000_000)
+    sec, nsec = ns_to_sec_nanosec(stamp_ns)
     return types[HEADER](stamp=types['builtin_interfaces/msg/Time'](sec=sec, nanosec=nsec),
                          frame_id=frame_id)
 

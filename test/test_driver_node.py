@@ -31,6 +31,7 @@ from std_srvs.srv import Trigger  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 from dexmpc_ros.core.errors import ConfigError  # noqa: E402
+from dexmpc_ros.core.message_fields import command_values  # noqa: E402
 from dexmpc_ros.core.robot_spec import load_robot_spec, parse_robot_spec  # noqa: E402
 from dexmpc_ros.robots.driver import PortMissingError  # noqa: E402
 from dexmpc_ros.robots.driver_registry import make_driver  # noqa: E402
@@ -158,8 +159,9 @@ def test_lifecycle_commands_fault_hold_and_recover(tmp_path, ros_env, ros_domain
 
         probe.send([0.3, -0.4])
         probe.wait_position([0.3, 0.02, -0.4], 'the command applied')
-        # Malformed (wrong joints) and stale (2 s old) commands change nothing; counted.
-        probe.send([0.7, 0.7], names=['elbow', 'shoulder'])
+        # Malformed (a joint the arm lacks) and stale (2 s old) commands change nothing;
+        # counted. (Another order of the right joints is well-formed: safety's names rule.)
+        probe.send([0.7, 0.7], names=['shoulder', 'wrist'])
         probe.send([0.7, 0.7], age_s=2.0)
         probe.wait_diag(lambda s: convert.diagnostic_values(s)['commands_malformed'] == '1'
                         and convert.diagnostic_values(s)['commands_stale'] == '1',
@@ -437,7 +439,7 @@ def test_roach_imu_gives_the_supervisor_its_body_rate(tmp_path, ros_env, ros_dom
                 return emu.sensors().leg_speeds.min() > speed
 
             def passed() -> list[float]:
-                return [m.points[0].velocities[0] for _, m in probe.received['command']]
+                return [command_values(m, 'velocity')[0] for _, m in probe.received['command']]
 
             # The supervisor ramps the speed up (step bound): wait for the full command too,
             # the legs can pass 20 rad/s on the ramp.

@@ -15,6 +15,7 @@ import time
 import numpy as np
 import pytest
 
+from dexmpc_ros.core.message_fields import command_values
 from dexmpc_ros.core.robot_spec import load_robot_spec
 from dexmpc_ros.data.bag_reader import episodes, joint_state_series, read_bag, split_states
 
@@ -32,11 +33,6 @@ def dexmpc_up(experiment, run_dir, env, duration, *extra, wait=True):
                                 text=True)
     return subprocess.run(cmd, env=env, capture_output=True, text=True,
                           timeout=duration + 90)
-
-
-def command_values(msg, interface):
-    point = msg.points[0]
-    return np.asarray(point.positions if interface == 'position' else point.velocities)
 
 
 def assert_commands_within_limits(spec, commands):

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import yaml
 
+from dexmpc_ros.core.message_fields import command_values
 from dexmpc_ros.core.robot_spec import load_robot_spec
 from dexmpc_ros.data.bag_reader import episodes, joint_state_series, read_bag, split_states
 from dexmpc_ros.robots.hil_world import HilWorld
@@ -90,7 +91,7 @@ def test_hil_run_drives_the_emulated_robot_through_its_driver(experiment, tmp_pa
     # best delay 2-4 % of it; roach_scripted_sim: leg speeds within 2 % of the range)
     position = spec.command_interface == 'position'
     command_t = np.array([t for t, _ in topics['/command']], dtype=np.int64)
-    commands = np.array([m.points[0].positions if position else m.points[0].velocities
+    commands = np.array([command_values(m, spec.command_interface)
                          for _, m in topics['/command']])
     assert len(commands) >= 0.5 * span * spec.control_rate_hz
     measured = (joints.position if position else joints.velocity)[:, spec.actuated_index]

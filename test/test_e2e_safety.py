@@ -19,6 +19,7 @@ rclpy = pytest.importorskip('rclpy')
 from sensor_msgs.msg import JointState  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
+from dexmpc_ros.core.message_fields import command_values  # noqa: E402
 from dexmpc_ros.core.robot_spec import load_robot_spec  # noqa: E402
 from dexmpc_ros.data.bag_reader import read_bag  # noqa: E402
 from dexmpc_ros.ros import convert  # noqa: E402
@@ -64,7 +65,7 @@ def test_attacks_never_reach_robot_and_estop_stops_joints(tmp_path, ros_env, ros
             probe.spin_for(0.1)
         probe.spin_for(0.5)
         for _, msg in commands:
-            values = np.asarray(msg.points[0].positions)
+            values = command_values(msg, 'position')
             assert list(msg.joint_names) == spec.command_names
             assert np.all(np.isfinite(values))
             assert np.all(values >= low - 1e-9) and np.all(values <= high + 1e-9)
@@ -72,7 +73,7 @@ def test_attacks_never_reach_robot_and_estop_stops_joints(tmp_path, ros_env, ros
         t_estop_ns = probe.estop(True)
         probe.spin_for(3.0)
         # commands after the e-stop are holds: all identical
-        held = [np.asarray(m.points[0].positions) for t, m in commands
+        held = [command_values(m, 'position') for t, m in commands
                 if t > t_estop_ns + 300_000_000]
         assert held and all(np.allclose(h, held[0]) for h in held)
         # When the supervisor started holding: its first command stamped after the e-stop.

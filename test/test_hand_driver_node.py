@@ -21,6 +21,7 @@ from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Bool, Float64MultiArray  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
+from dexmpc_ros.core.message_fields import command_values, stamp_to_ns  # noqa: E402
 from dexmpc_ros.core.robot_spec import load_robot_spec  # noqa: E402
 from dexmpc_ros.ros import convert  # noqa: E402
 from dexmpc_ros.ros.probe import GraphProbe  # noqa: E402
@@ -160,9 +161,8 @@ def test_trajectory_mode_names_all_24_hand_joints(tmp_path, ros_env, ros_domain)
         msg = hand.wait_controller_message()
         assert list(msg.joint_names) == [HW[n] for n in SPEC.joint_names]
         assert len(msg.points) == 1 and convert.time_to_ns(msg.header.stamp) == 0
-        point = msg.points[0]
-        assert point.time_from_start.sec == 0 and point.time_from_start.nanosec == 250_000_000
-        position = dict(zip(msg.joint_names, point.positions))
+        assert stamp_to_ns(msg.points[0].time_from_start) == 250_000_000
+        position = dict(zip(msg.joint_names, command_values(msg, 'position')))
         target = dict(zip(SPEC.command_names, COMMAND))
         for finger in ('FF', 'MF', 'RF', 'LF'):          # J1 = J2 = the J2 target
             assert position[f'rh_{finger}J1'] == pytest.approx(target[f'{finger}J2'])

@@ -38,6 +38,7 @@ from dexmpc_ros.safety.rejection_rules import (
     check_rate,
     check_stale_state,
     check_uncertainty,
+    check_well_formed,
     plan_violation,
 )
 
@@ -233,6 +234,24 @@ def test_names_rejects_malformed_commands(pos, names, values, needle):
     result = check_names(names, np.asarray(values, dtype=np.float64), pos)
     assert result.values is None and result.fired
     assert needle in result.reason
+
+
+# well_formed (finite + names, for the nodes behind the supervisor) ------------------------
+def test_well_formed_reorders_a_finite_command_for_the_robots_joints(pos):
+    result = check_well_formed(['j2', 'j0', 'j1'], np.array([0.3, 0.1, 0.2]), pos)
+    assert not result.fired
+    np.testing.assert_array_equal(result.values, [0.1, 0.2, 0.3])
+
+
+@pytest.mark.parametrize('names, values, rule', [
+    (['j0', 'j1', 'j2'], [0.0, NAN, 0.0], 'finite:'),
+    (['j0', 'j1', 'zz'], [0.0, INF, 0.0], 'finite:'),       # finite is judged first
+    (['j0', 'j1', 'zz'], [0.0, 0.0, 0.0], 'names:'),
+    (['j0', 'j1', 'j2'], [], 'names:'),                     # a command without a point
+])
+def test_well_formed_rejects_with_the_first_rule_that_fires(pos, names, values, rule):
+    result = check_well_formed(names, np.asarray(values, dtype=np.float64), pos)
+    assert result.fired and result.values is None and result.reason.startswith(rule)
 
 
 # age ----------------------------------------------------------------------------------

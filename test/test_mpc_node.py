@@ -123,7 +123,8 @@ def test_pddm_loop_explores_learns_and_plans_unattended(tmp_path, ros_env):
 
     from dexmpc_ros.data.bag_reader import read_bag
     from dexmpc_ros.learning.store import CheckpointStore
-    from dexmpc_ros.ros.fault_trials import command_values, joint_arrays
+    from dexmpc_ros.core.message_fields import command_values
+    from dexmpc_ros.ros.fault_trials import joint_arrays
     from dexmpc_ros.safety.audit import audit
 
     run_dir = tmp_path / 'run'
@@ -157,5 +158,6 @@ def test_pddm_loop_explores_learns_and_plans_unattended(tmp_path, ros_env):
     bag = read_bag(run_dir / 'bag', ['/joint_states', '/command', '/controller/plan'])
     assert len(bag['/controller/plan']) > 50
     _, pos, vel = joint_arrays(bag['/joint_states'], spec)
-    commands = np.array([command_values(m, spec) for _, m in bag['/command']])
+    commands = np.array([command_values(m, spec.command_interface)
+                         for _, m in bag['/command']])
     assert audit(spec, pos, vel, commands).total == 0

@@ -24,6 +24,7 @@ import yaml
 from rosbags.typesys import Stores, get_typestore
 
 from dexmpc_ros.core.errors import BagError
+from dexmpc_ros.core.message_fields import ns_to_sec_nanosec
 from dexmpc_ros.data.bag_writer import BagWriter
 from dexmpc_ros.learning.store import CheckpointStore
 from dexmpc_ros.runtime import cli
@@ -63,7 +64,7 @@ def error_of(episode: int, step: int) -> float:
 
 def task_state(stamp_ns: int, error: float) -> bytes:
     types = STORE.types
-    sec, nsec = divmod(stamp_ns, 10**9)
+    sec, nsec = ns_to_sec_nanosec(stamp_ns)
     header = types['std_msgs/msg/Header'](
         stamp=types['builtin_interfaces/msg/Time'](sec=sec, nanosec=nsec), frame_id='')
     msg = types[JOINT_STATE](header=header, name=VALVE_NAMES,
@@ -78,7 +79,7 @@ def scalar(msgtype: str, value: float) -> bytes:
 
 def diagnostics(stamp_ns: int, name: str, values: dict[str, object]) -> bytes:
     types = STORE.types
-    sec, nsec = divmod(stamp_ns, 10**9)
+    sec, nsec = ns_to_sec_nanosec(stamp_ns)
     header = types['std_msgs/msg/Header'](
         stamp=types['builtin_interfaces/msg/Time'](sec=sec, nanosec=nsec), frame_id='')
     status = types['diagnostic_msgs/msg/DiagnosticStatus'](

@@ -18,6 +18,7 @@ from rosbags.typesys import Stores, get_typestore
 
 from dexmpc_ros.core.action_space import ActionScaler
 from dexmpc_ros.core.errors import BagError
+from dexmpc_ros.core.message_fields import ns_to_sec_nanosec
 from dexmpc_ros.core.robot_spec import load_robot_spec
 from dexmpc_ros.core.state_layout import StateLayout
 from dexmpc_ros.core.types import Observation
@@ -40,7 +41,7 @@ STAMP0 = 1_700_000_000 * 10**9
 
 # Message helpers ------------------------------------------------------------------------
 def header(stamp_ns: int):
-    sec, nsec = divmod(int(stamp_ns), 1_000_000_000)
+    sec, nsec = ns_to_sec_nanosec(stamp_ns)
     return T['std_msgs/msg/Header'](stamp=T['builtin_interfaces/msg/Time'](sec=sec, nanosec=nsec),
                                     frame_id='')
 

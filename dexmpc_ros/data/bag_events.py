@@ -39,6 +39,7 @@ import numpy as np
 
 from dexmpc_ros.core.action_space import ActionScaler
 from dexmpc_ros.core.errors import BagError
+from dexmpc_ros.core.message_fields import command_field, command_values, stamp_to_ns
 from dexmpc_ros.core.robot_spec import RobotSpec
 from dexmpc_ros.core.state_layout import POS, TASK, VEL, StateLayout
 from dexmpc_ros.data.bag_reader import BagInfo, JointStateSeries, iter_messages
@@ -87,7 +88,8 @@ def causal_order(kind: dict[int, tuple[str, int]], js_events: list[tuple[str, in
 
 
 def _stamp(msg: Any) -> int:
-    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+    """A stamped message's header stamp [ns]."""
+    return stamp_to_ns(msg.header.stamp)
 
 
 def task_state_names(path: Path, ts_events: list[tuple[str, int, Any]]) -> tuple[str, ...]:
@@ -98,7 +100,7 @@ def task_state_names(path: Path, ts_events: list[tuple[str, int, Any]]) -> tuple
     names = tuple(ts_events[0][2].name)
     for _, t, msg in ts_events[1:]:
         if tuple(msg.name) != names:
-            stamp = int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+            stamp = _stamp(msg)
             raise BagError(f'{path}: task_state stamped {stamp} ns (bag time {t} ns) has '
                            f'names {list(msg.name)}, the first one {list(names)}; a bag '
                            f'must keep one task layout')
@@ -162,8 +164,8 @@ def command_action(msg: Any, spec: RobotSpec, scaler: ActionScaler
         return None, f'joint names {names} are not a permutation of {spec.command_names}'
     if not len(msg.points):
         return None, 'no trajectory point'
-    field = 'velocities' if spec.command_interface == 'velocity' else 'positions'
-    values = np.asarray(getattr(msg.points[0], field), dtype=np.float64)
+    field = command_field(spec.command_interface)
+    values = command_values(msg, spec.command_interface)
     if values.shape != (len(names),):
         return None, f'{values.size} {field} for {len(names)} joints'
     if not np.all(np.isfinite(values)):

@@ -46,6 +46,7 @@ from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
 from dexmpc_ros.core.errors import BagError
+from dexmpc_ros.core.message_fields import stamp_to_ns
 
 #: ``(bag timestamp [ns], deserialized message)``
 Stamped = tuple[int, Any]
@@ -279,7 +280,7 @@ def joint_state_series(messages: Sequence[Stamped],
     stamps = np.empty(count, dtype=np.int64)
     for row, (t, msg) in enumerate(messages):
         receive[row] = t
-        stamps[row] = _stamp_ns(msg.header.stamp)
+        stamps[row] = stamp_to_ns(msg.header.stamp)
         msg_names = tuple(msg.name)
         if msg_names == names:
             order: Any = slice(None)
@@ -359,7 +360,7 @@ def episodes(bag: dict[str, list[Stamped]], topic: str = EPISODE_TOPIC) -> list[
         except ValueError:
             raise BagError(f'{name}{START_SUFFIX} at bag time {t} ns: frame_id '
                            f'{msg.frame_id!r} is not an episode number') from None
-        marks.append((_stamp_ns(msg.stamp), t, index))
+        marks.append((stamp_to_ns(msg.stamp), t, index))
     marks.sort()
     first = marks[0][2] if marks else None
     starts: list[tuple[int, int, int | None]] = sorted(
@@ -475,10 +476,6 @@ def episode_slices(receive_ns: np.ndarray, eps: Sequence[Episode]) -> list[slice
     Approximate at resets (bag time races); for states use :func:`split_states`.
     """
     return [slice(*_span(receive_ns, ep.start_ns, ep.end_ns)) for ep in eps]
-
-
-def _stamp_ns(stamp: Any) -> int:
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 def _half_tick(sorted_ns: np.ndarray) -> int:

@@ -34,7 +34,6 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
@@ -44,7 +43,8 @@ from dexmpc_ros.robots.driver import DriverError
 from dexmpc_ros.robots.camera.driver import (CameraFrames, PipelineSource, RealSenseCamera,
                                              RealSenseConfig)
 from dexmpc_ros.ros import convert
-from dexmpc_ros.ros.driver_node import FAILURE, SUCCESS, autostart, run_lifecycle_node
+from dexmpc_ros.ros.diagnostics import DiagnosticsPublisher
+from dexmpc_ros.ros.lifecycle import FAILURE, SUCCESS, autostart, run_lifecycle_node
 from dexmpc_ros.ros.params import config_from_node
 
 COLOR_FRAME = 'camera_color_optical_frame'
@@ -123,7 +123,7 @@ class CameraNode(LifecycleNode):
                 Image, f'{self.depth_topic}/{image_name}', qos)
             self.pub_depth_info = self.create_lifecycle_publisher(
                 CameraInfo, f'{self.depth_topic}/camera_info', qos)
-        self.pub_diag = self.create_publisher(DiagnosticArray, 'diagnostics', 10)
+        self.pub_diag = DiagnosticsPublisher(self)
         self.create_timer(1.0, self._publish_diagnostics)
         self.get_logger().info(f'camera from {self.cfg.source}: {self.streams.width}x'
                                f'{self.streams.height}@{self.streams.fps}'
@@ -259,10 +259,7 @@ class CameraNode(LifecycleNode):
         values = {'rate_hz': fps, 'frames': self._frames.count, 'read_errors': self._errors,
                   'source': self.cfg.source, 'lifecycle_state': self._lifecycle}
         label = self.camera.label if self.camera is not None else self.cfg.source
-        status = convert.diagnostic_status(self.get_name(), level, message, values,
-                                           hardware_id=label)
-        self.pub_diag.publish(DiagnosticArray(
-            header=convert.header(self.get_clock().now().nanoseconds), status=[status]))
+        self.pub_diag.publish(level, message, values, hardware_id=label)
 
     def destroy_node(self) -> None:
         """Stop the reader and close the camera."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sys
 
-from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile
 from sensor_msgs.msg import JointState
@@ -25,6 +24,7 @@ from dexmpc_ros.core.rate import RateMeter
 from dexmpc_ros.core.robot_spec import load_robot_spec
 from dexmpc_ros.core.types import Observation
 from dexmpc_ros.ros import convert
+from dexmpc_ros.ros.diagnostics import DiagnosticsPublisher
 from dexmpc_ros.ros.node_main import run_node
 from dexmpc_ros.ros.params import config_from_node, declare
 
@@ -51,7 +51,7 @@ class ControllerNode(Node):
         self._task: JointState | None = None
         self._rate = RateMeter()
         self.pub_command = self.create_publisher(JointTrajectory, 'command_raw', 10)
-        self.pub_diag = self.create_publisher(DiagnosticArray, 'diagnostics', 10)
+        self.pub_diag = DiagnosticsPublisher(self)
         self.create_subscription(JointState, 'joint_states', self._on_joints, 10)
         self.create_subscription(JointState, 'task_state', self._on_task, 10)
         self.create_subscription(Int32, 'episode', self._on_episode, QoSProfile(
@@ -92,12 +92,10 @@ class ControllerNode(Node):
 
     def _publish_diagnostics(self) -> None:
         rate = self._rate.rate_hz()
-        status = convert.diagnostic_status(
-            self.get_name(), 'ok' if rate > 0 else 'warn',
+        self.pub_diag.publish(
+            'ok' if rate > 0 else 'warn',
             f'{self.policy} controller' if rate > 0 else 'waiting for joint_states',
             {'rate_hz': rate, 'commands': self._rate.count, 'policy': self.policy})
-        self.pub_diag.publish(DiagnosticArray(
-            header=convert.header(self.get_clock().now().nanoseconds), status=[status]))
 
 
 def main(args: list[str] | None = None) -> int:

@@ -18,6 +18,8 @@ from sensor_msgs.msg import CameraInfo, Image, Imu, JointState
 from std_msgs.msg import Header
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from dexmpc_ros.core.message_fields import (command_field, command_values, ns_to_sec_nanosec,
+                                            stamp_to_ns)
 from dexmpc_ros.core.types import Observation
 from dexmpc_ros.robots.camera.driver import CameraIntrinsics
 from dexmpc_ros.robots.twin import BodyPose
@@ -29,12 +31,13 @@ LEVELS = {'ok': DiagnosticStatus.OK, 'warn': DiagnosticStatus.WARN,
 # Time -----------------------------------------------------------------------------------
 def time_to_ns(stamp: Time) -> int:
     """builtin_interfaces/Time -> integer nanoseconds."""
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+    return stamp_to_ns(stamp)
 
 
 def ns_to_time(ns: int) -> Time:
     """Integer nanoseconds -> builtin_interfaces/Time."""
-    return Time(sec=int(ns // 1_000_000_000), nanosec=int(ns % 1_000_000_000))
+    sec, nanosec = ns_to_sec_nanosec(ns)
+    return Time(sec=sec, nanosec=nanosec)
 
 
 def header(stamp_ns: int, frame_id: str = '') -> Header:
@@ -117,13 +120,7 @@ def command_msg(stamp_ns: int, names: Sequence[str], values: np.ndarray,
     msg = JointTrajectory(header=header(stamp_ns))
     msg.joint_names = list(names)
     point = JointTrajectoryPoint()
-    vals = np.asarray(values, dtype=np.float64).tolist()
-    if interface == 'position':
-        point.positions = vals
-    elif interface == 'velocity':
-        point.velocities = vals
-    else:
-        raise ValueError(f'unknown command interface {interface!r}')
+    setattr(point, command_field(interface), np.asarray(values, dtype=np.float64).tolist())
     msg.points = [point]
     return msg
 
@@ -138,13 +135,8 @@ def command_to_arrays(msg: JointTrajectory, interface: str
         the wrong length or be non-finite: checking is the supervisor's job. No point at
         all gives an empty array.
     """
-    names = list(msg.joint_names)
-    stamp = time_to_ns(msg.header.stamp)
-    if not msg.points:
-        return names, np.empty(0), stamp
-    point = msg.points[0]
-    field = point.positions if interface == 'position' else point.velocities
-    return names, np.asarray(field, dtype=np.float64), stamp
+    return (list(msg.joint_names), command_values(msg, interface),
+            time_to_ns(msg.header.stamp))
 
 
 def plan_msg(stamp_ns: int, names: Sequence[str], positions: np.ndarray, dt_s: float
@@ -163,7 +155,7 @@ def plan_msg(stamp_ns: int, names: Sequence[str], positions: np.ndarray, dt_s: f
     for k, row in enumerate(np.asarray(positions, dtype=np.float64)):
         point = JointTrajectoryPoint(positions=row.tolist())
         t_ns = int(round((k + 1) * dt_s * 1e9))
-        point.time_from_start.sec, point.time_from_start.nanosec = divmod(t_ns, 1_000_000_000)
+        point.time_from_start.sec, point.time_from_start.nanosec = ns_to_sec_nanosec(t_ns)
         msg.points.append(point)
     return msg
 

@@ -37,12 +37,10 @@ node is reactivated. A reading whose faults are ``self_clearing`` (the roach's l
 link) holds the same way but ends by itself: the first fault-free reading re-enables and
 writes commands again; ``~/recover`` meanwhile answers with the fault and what to check.
 The supervisor's e-stop stays latched until ``safety/reset``, as it defines, so the robot
-holds until the operator resets it either way. Malformed
-commands (wrong joints, length, non-finite) and stale ones (older than
-``command_age_budget_s``) are dropped and counted in diagnostics.
-
-The lifecycle helpers at the end (:func:`parse_options`, :func:`autostart`,
-:func:`run_lifecycle_node`) are shared with the hand and camera nodes.
+holds until the operator resets it either way. Malformed commands (by the safety rules
+``finite`` and ``names``: wrong joints, length, non-finite) and stale ones (older than
+``command_age_budget_s``) are dropped and counted in diagnostics (``ros/lifecycle.py:
+CommandGate``, shared with the hand driver node).
 """
 
 from __future__ import annotations
@@ -53,27 +51,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-import yaml
-from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import Imu, JointState
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from dexmpc_ros.core.errors import ConfigError, DexmpcError
 from dexmpc_ros.core.rate import RateMeter
 from dexmpc_ros.core.robot_spec import load_robot_spec
 from dexmpc_ros.robots.driver import DriverError, PortMissingError
 from dexmpc_ros.robots.driver_registry import make_driver
 from dexmpc_ros.ros import convert
-from dexmpc_ros.ros.node_main import run_node
-from dexmpc_ros.ros.params import config_from_node, declare
+from dexmpc_ros.ros.diagnostics import DiagnosticsPublisher
+from dexmpc_ros.ros.lifecycle import (ERROR, FAILURE, SUCCESS, CommandGate, autostart,
+                                      run_lifecycle_node)
+from dexmpc_ros.ros.params import config_from_node, declare, parse_options
 
-SUCCESS = TransitionCallbackReturn.SUCCESS
-FAILURE = TransitionCallbackReturn.FAILURE
-ERROR = TransitionCallbackReturn.ERROR
 CONNECT_RETRY_S = 0.2      # poll period of a missing port during connect_wait_s [s]
 
 
@@ -128,7 +121,9 @@ class DriverNode(LifecycleNode):
         self.driver = make_driver(self.cfg.driver or self.spec.name, self.spec, options)
         self.startup_error = ''
         self._lifecycle = 'unconfigured'
-        self._names = self.spec.command_names
+        self._gate = CommandGate(self.spec, self.spec.command_interface,
+                                 self.cfg.command_age_budget_s, self.cfg.future_tolerance_s,
+                                 self.get_logger())
         self._period_s = 1.0 / self.cfg.rate_hz if self.cfg.rate_hz > 0 else self.spec.period_s
         self._timer = None
         self._active = False
@@ -142,7 +137,7 @@ class DriverNode(LifecycleNode):
 
         self.pub_joints = self.create_lifecycle_publisher(JointState, 'joint_states', 10)
         self.pub_imu = None      # created at the first reading that carries an IMU
-        self.pub_diag = self.create_publisher(DiagnosticArray, 'diagnostics', 10)
+        self.pub_diag = DiagnosticsPublisher(self)
         self.pub_estop = self.create_publisher(Bool, 'safety/estop', 10)
         self.create_subscription(JointTrajectory, 'command', self._on_command, 10)
         self.create_service(Trigger, '~/recover', self._on_recover)
@@ -265,9 +260,11 @@ class DriverNode(LifecycleNode):
             self._resume()
 
     def _on_command(self, msg: JointTrajectory) -> None:
-        values = checked_command(self, msg, self.spec.command_interface)
-        if values is None:
+        verdict = self._gate.check(msg, self._active, self.get_clock().now().nanoseconds)
+        if verdict.values is None:
+            self._counts[verdict.refused] += 1
             return
+        values = verdict.values
         if self._fault is not None:
             self._counts['commands_held'] += 1
             return
@@ -350,86 +347,13 @@ class DriverNode(LifecycleNode):
         values = {'lifecycle_state': self._lifecycle, 'rate_hz': self._reads.rate_hz(),
                   'reads': self._reads.count, **self._counts, 'fault': self._fault or '',
                   **self._extra}
-        status = convert.diagnostic_status(self.get_name(), level, message, values,
-                                           hardware_id=self.driver.label)
-        self.pub_diag.publish(DiagnosticArray(
-            header=convert.header(self.get_clock().now().nanoseconds), status=[status]))
+        self.pub_diag.publish(level, message, values, hardware_id=self.driver.label)
 
     def destroy_node(self) -> None:
         """Leave the robot safe: disable and disconnect whatever state the node is in."""
         if hasattr(self, 'driver'):
             self._release()
         super().destroy_node()
-
-
-# Lifecycle helpers shared by the hardware nodes ---------------------------------------------
-class StartupError(DexmpcError):
-    """Autostart could not configure or activate the node; the message is the one line."""
-
-
-def checked_command(node, msg: JointTrajectory, interface: str) -> np.ndarray | None:
-    """
-    The values of a ``command`` a driver node may forward, or None (counted and logged).
-
-    Refused: while inactive (``commands_inactive``), wrong joint names, shape or a
-    non-finite value (``commands_malformed``), stamped longer ago than
-    ``command_age_budget_s`` or further ahead than ``future_tolerance_s``
-    (``commands_stale``). ``node`` has ``_active``, ``_counts``, ``_names`` and ``cfg``.
-    """
-    if not node._active:
-        node._counts['commands_inactive'] += 1
-        return None
-    names, values, stamp_ns = convert.command_to_arrays(msg, interface)
-    if names != node._names or values.shape != (len(node._names),) or \
-            not np.all(np.isfinite(values)):
-        node._counts['commands_malformed'] += 1
-        node.get_logger().error(f'ignoring malformed command for joints {names}',
-                                throttle_duration_sec=1.0)
-        return None
-    age_s = (node.get_clock().now().nanoseconds - stamp_ns) * 1e-9
-    if age_s > node.cfg.command_age_budget_s or age_s < -node.cfg.future_tolerance_s:
-        node._counts['commands_stale'] += 1
-        node.get_logger().warn(f'ignoring stale command ({age_s:.3f} s old)',
-                               throttle_duration_sec=1.0)
-        return None
-    return values
-
-
-def parse_options(text: str, where: str) -> dict:
-    """A YAML mapping string (a ROS parameter) -> dict; ConfigError naming ``where``."""
-    try:
-        options = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f'{where} is not valid YAML: {exc}') from exc
-    if not isinstance(options, dict):
-        raise ConfigError(f'{where} must be a YAML mapping, got {options!r}')
-    return options
-
-
-def autostart(node: LifecycleNode) -> None:
-    """
-    Configure and activate ``node`` now (no lifecycle manager).
-
-    The node records its failure text in ``node.startup_error``. On failure the node is
-    destroyed (its ``destroy_node`` releases the device) and StartupError raised.
-    """
-    for transition in (node.trigger_configure, node.trigger_activate):
-        if transition() != SUCCESS:
-            message = getattr(node, 'startup_error', '') or \
-                f'{node.get_name()}: {transition.__name__} failed'
-            node.destroy_node()
-            raise StartupError(message)
-
-
-def run_lifecycle_node(factory: Callable[[], LifecycleNode], args: list[str] | None = None
-                       ) -> int:
-    """:func:`run_node`, plus exit code 1 with the one-line message when autostart fails."""
-    try:
-        return run_node(factory, args)
-    except StartupError as exc:
-        sys.stderr.write(f'{exc}\n')
-        sys.stderr.flush()
-        return 1
 
 
 def main(args: list[str] | None = None) -> int:

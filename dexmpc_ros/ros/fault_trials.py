@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from dexmpc_ros.core.message_fields import command_values
 from dexmpc_ros.core.robot_spec import RobotSpec
 from dexmpc_ros.robots.kinematics import load_kinematics
 from dexmpc_ros.ros import convert
@@ -64,13 +65,6 @@ def joint_arrays(msgs: Sequence, spec: RobotSpec
     n = len(spec.joints)
     positions = np.array([r[0] for r in rows]).reshape(-1, n)
     return stamps, positions, np.array([r[1] for r in rows]).reshape(-1, n)
-
-
-def command_values(msg, spec: RobotSpec) -> np.ndarray:
-    """Values of a ``command`` message (positions or velocities per the spec)."""
-    point = msg.points[0]
-    return np.asarray(point.positions if spec.command_interface == 'position'
-                      else point.velocities, dtype=np.float64)
 
 
 def first_hold(probe: GraphProbe, since_ns: int) -> tuple[int, object] | None:
@@ -268,7 +262,7 @@ def kill_trial(probe: GraphProbe, runner: ExperimentRunner, spec: RobotSpec,
     runner.processes[controller].send_signal(signal.SIGKILL)
     probe.spin_for(watch_s)
     hold = first_hold(probe, t_kill)
-    held = [command_values(m, spec) for t, m in probe.received['command']
+    held = [command_values(m, spec.command_interface) for t, m in probe.received['command']
             if hold is not None and t >= hold[0]]
     return {'moving': moving,
             'hold_ms': float('nan') if hold is None else (hold[0] - t_kill) * 1e-6,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import sys
 
-from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory
@@ -20,6 +19,7 @@ from dexmpc_ros.safety.fuzz import CommandFuzzer, FuzzConfig
 from dexmpc_ros.core.rate import RateMeter
 from dexmpc_ros.core.robot_spec import load_robot_spec
 from dexmpc_ros.ros import convert
+from dexmpc_ros.ros.diagnostics import DiagnosticsPublisher
 from dexmpc_ros.ros.node_main import run_node
 from dexmpc_ros.ros.params import config_from_node, declare
 
@@ -37,7 +37,7 @@ class FuzzNode(Node):
         self._obs_stamp_ns = 0
         self._rate = RateMeter()
         self.pub_command = self.create_publisher(JointTrajectory, 'command_raw', 100)
-        self.pub_diag = self.create_publisher(DiagnosticArray, 'diagnostics', 10)
+        self.pub_diag = DiagnosticsPublisher(self)
         self.create_subscription(JointState, 'joint_states', self._on_joints, 10)
         self.create_timer(config.burst / config.rate_hz, self._tick)
         self.create_timer(1.0, self._publish_diagnostics)
@@ -59,19 +59,15 @@ class FuzzNode(Node):
         now = self.get_clock().now().nanoseconds
         for _ in range(self.fuzzer.config.burst):
             cmd = self.fuzzer.next(self._measured, self._obs_stamp_ns, now)
-            msg = convert.command_msg(cmd.stamp_ns, cmd.names, [], self._interface)
-            field = 'positions' if self._interface == 'position' else 'velocities'
-            setattr(msg.points[0], field, cmd.values.tolist())  # any length, even bad ones
+            # any length and any value, even bad ones: command_msg checks neither
+            msg = convert.command_msg(cmd.stamp_ns, cmd.names, cmd.values, self._interface)
             self.pub_command.publish(msg)
             self._rate.tick()
 
     def _publish_diagnostics(self) -> None:
         values = {'rate_hz': self._rate.rate_hz(), 'commands': self._rate.count,
                   **{f'kind/{k}': n for k, n in self.fuzzer.counts.items()}}
-        status = convert.diagnostic_status(self.get_name(), 'warn', 'hostile controller',
-                                           values)
-        self.pub_diag.publish(DiagnosticArray(
-            header=convert.header(self.get_clock().now().nanoseconds), status=[status]))
+        self.pub_diag.publish('warn', 'hostile controller', values)
 
 
 def main(args: list[str] | None = None) -> int:

@@ -26,7 +26,8 @@ Shadow's ``rh_trajectory_controller`` (trajectory mode), the hand's 24 joint nam
 
 Lifecycle: configure checks nothing on the hand (the controller manager may start
 later); activate starts the watchdog (silence counts from activation) and forwarding;
-deactivate stops both. ``autostart`` as in ``driver_node``.
+deactivate stops both. ``autostart`` and the command check (``ros/lifecycle.py``) as in
+``driver_node``.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray
@@ -51,8 +51,9 @@ from dexmpc_ros.core.yaml_io import load_yaml_mapping
 from dexmpc_ros.robots.hand24.driver import (SILENT_CONTROLLER, HandJointMap, MissingJointError,
                                              ShadowHandConfig, StateWatchdog, controller_joints)
 from dexmpc_ros.ros import convert
-from dexmpc_ros.ros.driver_node import (SUCCESS, StartupError, autostart, checked_command,
-                                        run_lifecycle_node)
+from dexmpc_ros.ros.diagnostics import DiagnosticsPublisher
+from dexmpc_ros.ros.lifecycle import (SUCCESS, CommandGate, StartupError, autostart,
+                                      run_lifecycle_node)
 from dexmpc_ros.ros.params import config_from_node, declare
 
 #: Watchdog checks per state timeout (trip delay <= timeout / this after the timeout).
@@ -130,7 +131,8 @@ class HandDriverNode(LifecycleNode):
         except ValueError as exc:
             raise ConfigError(f'node {self.get_name()}: controller {self.hand.controller}: '
                               f'{exc}') from exc
-        self._names = self.spec.command_names
+        self._gate = CommandGate(self.spec, 'position', self.cfg.command_age_budget_s,
+                                 self.cfg.future_tolerance_s, self.get_logger())
         self._active = False
         self._silent = False
         self._watchdog: StateWatchdog | None = None
@@ -152,7 +154,7 @@ class HandDriverNode(LifecycleNode):
         else:
             self.pub_controller = self.create_lifecycle_publisher(
                 JointTrajectory, f'{controller}/joint_trajectory', 10)
-        self.pub_diag = self.create_publisher(DiagnosticArray, 'diagnostics', 10)
+        self.pub_diag = DiagnosticsPublisher(self)
         self.pub_estop = self.create_publisher(Bool, 'safety/estop', 10)
         self.create_subscription(JointState, self.cfg.hand_joint_states_topic,
                                  self._on_hand_state, 10)
@@ -219,9 +221,11 @@ class HandDriverNode(LifecycleNode):
             stamp_ns, state.names, state.position, state.velocity, state.effort))
 
     def _on_command(self, msg: JointTrajectory) -> None:
-        values = checked_command(self, msg, 'position')
-        if values is None:
+        verdict = self._gate.check(msg, self._active, self.get_clock().now().nanoseconds)
+        if verdict.values is None:
+            self._counts[verdict.refused] += 1
             return
+        values = verdict.values
         if self.hand.command_mode == 'forward':
             self.pub_controller.publish(Float64MultiArray(
                 data=self.map.command_values(values, self.joints)))
@@ -276,10 +280,7 @@ class HandDriverNode(LifecycleNode):
         values = {'state_rate_hz': self._states.rate_hz(), 'state_age_s': age_s,
                   **self._counts, 'controller': self.hand.controller,
                   'command_mode': self.hand.command_mode}
-        status = convert.diagnostic_status(self.get_name(), level, message, values,
-                                           hardware_id=self.hand.controller)
-        self.pub_diag.publish(DiagnosticArray(
-            header=convert.header(self.get_clock().now().nanoseconds), status=[status]))
+        self.pub_diag.publish(level, message, values, hardware_id=self.hand.controller)
 
 
 def main(args: list[str] | None = None) -> int:

@@ -35,7 +35,6 @@ import sys
 import tempfile
 from dataclasses import dataclass
 
-from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
@@ -44,9 +43,9 @@ from dexmpc_ros.core.rate import RateMeter
 from dexmpc_ros.core.robot_spec import load_robot_spec
 from dexmpc_ros.robots.hil_world import HilWorld
 from dexmpc_ros.ros import convert
-from dexmpc_ros.ros.driver_node import parse_options
+from dexmpc_ros.ros.diagnostics import DiagnosticsPublisher
 from dexmpc_ros.ros.node_main import run_node
-from dexmpc_ros.ros.params import config_from_node, declare
+from dexmpc_ros.ros.params import config_from_node, declare, parse_options
 from dexmpc_ros.ros.world_topics import WorldTopics
 #: A state stamped this soon after a reset may have been read before it [ns]: the driver
 #: stamps after its read returns (a sync read or telemetry wait takes a few ms).
@@ -104,7 +103,7 @@ class HilWorldNode(Node):
         self._skipped = 0
 
         self.topics = WorldTopics(self, odom=self.world.observe().odom is not None)
-        self.pub_diag = self.create_publisher(DiagnosticArray, 'diagnostics', 10)
+        self.pub_diag = DiagnosticsPublisher(self)
         self.create_subscription(JointState, 'joint_states', self._on_joint_states, 10)
         self.create_service(Trigger, 'reset_episode', self._on_reset)
         self.create_timer(1.0, self._publish_diagnostics)
@@ -168,16 +167,14 @@ class HilWorldNode(Node):
         else:
             level, message = 'ok', f'{self.spec.name} world, episode {self._episode}'
         sample = self.world.observe()
-        status = convert.diagnostic_status(
-            self.get_name(), level, message,
+        self.pub_diag.publish(
+            level, message,
             {'rate_hz': self._rate.rate_hz(), 'states': self._rate.count,
              'episode': self._episode, 'episode_step': self._episode_step,
              'reward': self._last_reward, 'episode_return': self._episode_return,
              'states_skipped_at_reset': self._skipped, 'twin_time_s': sample.twin_time_s,
              'port': self.world.path, **self.world.stats()},
             hardware_id=f'emulated {self.spec.name}')
-        self.pub_diag.publish(DiagnosticArray(
-            header=convert.header(self.get_clock().now().nanoseconds), status=[status]))
 
     def destroy_node(self) -> None:
         """Stop the emulator (the port disappears) and free the twin."""

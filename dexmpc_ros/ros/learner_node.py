@@ -29,7 +29,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile
 from std_msgs.msg import Int32, String
@@ -38,7 +37,7 @@ from dexmpc_ros.core.errors import BagError, CheckpointError
 from dexmpc_ros.core.robot_spec import load_robot_spec
 from dexmpc_ros.learning.store import CheckpointStore
 from dexmpc_ros.learning.dynamics.training import TrainConfig, train_from_bags
-from dexmpc_ros.ros import convert
+from dexmpc_ros.ros.diagnostics import DiagnosticsPublisher
 from dexmpc_ros.ros.node_main import run_node
 from dexmpc_ros.ros.params import config_from_node, declare
 
@@ -106,7 +105,7 @@ class LearnerNode(Node):
 
         latched = QoSProfile(depth=1, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
         self.pub_checkpoint = self.create_publisher(String, 'learner/checkpoint', latched)
-        self.pub_diag = self.create_publisher(DiagnosticArray, 'diagnostics', 10)
+        self.pub_diag = DiagnosticsPublisher(self)
         self.create_subscription(Int32, 'episode', self._on_episode, latched)
         self.create_timer(self.config.poll_s, self._publish_current)
         self.create_timer(1.0, self._publish_diagnostics)
@@ -195,9 +194,7 @@ class LearnerNode(Node):
                       'last_train_s': self.last_train_s, 'last_error': self.last_error}
         level = 'warn' if values['last_error'] else 'ok'
         message = values['last_error'] or values['last'] or 'collecting episodes'
-        status = convert.diagnostic_status(self.get_name(), level, message, values)
-        self.pub_diag.publish(DiagnosticArray(
-            header=convert.header(self.get_clock().now().nanoseconds), status=[status]))
+        self.pub_diag.publish(level, message, values)
 
 
 def main(args: list[str] | None = None) -> int:

@@ -37,7 +37,6 @@ import time
 from collections import deque
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile
 from sensor_msgs.msg import JointState
@@ -52,6 +51,7 @@ from dexmpc_ros.core.robot_spec import load_robot_spec
 from dexmpc_ros.core.state_layout import StateLayout
 from dexmpc_ros.learning.checkpoint import load_checkpoint
 from dexmpc_ros.ros import convert
+from dexmpc_ros.ros.diagnostics import DiagnosticsPublisher
 from dexmpc_ros.ros.node_main import run_node
 from dexmpc_ros.ros.params import config_from_node, declare
 
@@ -96,7 +96,7 @@ class MPCNode(Node):
         self.pub_command = self.create_publisher(JointTrajectory, 'command_raw', 10)
         self.pub_plan = self.create_publisher(JointTrajectory, 'controller/plan', 10)
         self.pub_uncertainty = self.create_publisher(JointState, 'controller/uncertainty', 10)
-        self.pub_diag = self.create_publisher(DiagnosticArray, 'diagnostics', 10)
+        self.pub_diag = DiagnosticsPublisher(self)
         depth = 1 if self.tick_on_state else 10
         self.create_subscription(JointState, 'joint_states', self._on_joints, depth)
         self.create_subscription(JointState, 'task_state', self._on_task, depth)
@@ -259,9 +259,7 @@ class MPCNode(Node):
             level, message = 'warn', error
         else:
             level, message = 'ok', f'planning with {self.checkpoint}'
-        status = convert.diagnostic_status(self.get_name(), level, message, values)
-        self.pub_diag.publish(DiagnosticArray(
-            header=convert.header(self.get_clock().now().nanoseconds), status=[status]))
+        self.pub_diag.publish(level, message, values)
 
 
 def main(args: list[str] | None = None) -> int:

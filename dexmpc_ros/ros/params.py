@@ -15,6 +15,8 @@ import re
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
+import yaml
+
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 
@@ -87,3 +89,14 @@ def config_from_node(node: Node, cls: type[T], prefix: str = '') -> T:
         return cls(**values)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f'node {node.get_name()}: parameter {prefix}*: {exc}') from exc
+
+
+def parse_options(text: str, where: str) -> dict:
+    """A YAML mapping string (a ROS parameter) -> dict; ConfigError naming ``where``."""
+    try:
+        options = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f'{where} is not valid YAML: {exc}') from exc
+    if not isinstance(options, dict):
+        raise ConfigError(f'{where} must be a YAML mapping, got {options!r}')
+    return options

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.duration import Duration
 from rclpy.node import Node
@@ -32,8 +31,9 @@ from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness, Q
                                 QosTime)
 
 from dexmpc_ros.core.errors import BagError, ConfigError
+from dexmpc_ros.core.message_fields import ns_to_sec_nanosec
 from dexmpc_ros.data.bag_writer import BagWriter, BagWriterConfig
-from dexmpc_ros.ros import convert
+from dexmpc_ros.ros.diagnostics import DiagnosticsPublisher
 from dexmpc_ros.ros.node_main import run_node
 from dexmpc_ros.ros.params import config_from_node
 
@@ -90,7 +90,7 @@ class RecorderNode(Node):
         self._last_messages = 0
         self._last_dropped = 0
         self._last_time = time.monotonic()
-        self.pub_diag = self.create_publisher(DiagnosticArray, 'diagnostics', 10)
+        self.pub_diag = DiagnosticsPublisher(self)
         self.create_timer(self.cfg.discovery_period_s, self._discover)
         self.create_timer(1.0, self._publish_diagnostics)
         what = ', '.join(sorted(self.wanted)) if self.wanted else 'every topic'
@@ -170,12 +170,10 @@ class RecorderNode(Node):
             level, message = 'ok', f'{len(self._recorded)} topics -> {self.writer.path}'
         if new_drops:
             self.get_logger().warn(message, throttle_duration_sec=5.0)
-        status = convert.diagnostic_status(self.get_name(), level, message, {
+        self.pub_diag.publish(level, message, {
             'rate_hz': rate, 'messages': stats.messages, 'flushed': stats.flushed,
             'dropped': stats.dropped, 'segments': stats.segments, 'bytes': stats.bytes,
             'pending': stats.pending, 'topics': len(self._recorded)})
-        self.pub_diag.publish(DiagnosticArray(
-            header=convert.header(self.get_clock().now().nanoseconds), status=[status]))
 
     def destroy_node(self) -> None:
         """Close the bag (every queued message written, metadata final), then the node."""
@@ -213,8 +211,7 @@ def subscription_qos(offered: list[QoSProfile]) -> QoSProfile:
 def offered_qos(profile: QoSProfile) -> Qos:
     """A publisher's rclpy QoS as the rosbags profile stored in the bag's metadata."""
     def time_of(duration: Duration) -> QosTime:
-        sec, nsec = divmod(int(duration.nanoseconds), 1_000_000_000)
-        return QosTime(sec, nsec)
+        return QosTime(*ns_to_sec_nanosec(duration.nanoseconds))
 
     def enum(cls: type, policy: object) -> object:
         return cls.__members__.get(getattr(policy, 'name', ''), cls['UNKNOWN'])

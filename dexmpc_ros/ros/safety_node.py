@@ -22,7 +22,6 @@ import time
 from collections import deque
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile
@@ -34,6 +33,7 @@ from trajectory_msgs.msg import JointTrajectory
 from dexmpc_ros.core.rate import RateMeter
 from dexmpc_ros.core.robot_spec import load_robot_spec
 from dexmpc_ros.ros import convert
+from dexmpc_ros.ros.diagnostics import DiagnosticsPublisher
 from dexmpc_ros.ros.node_main import run_node
 from dexmpc_ros.ros.params import config_from_node, declare
 from dexmpc_ros.safety.supervisor import SafetyState, Supervisor, SupervisorConfig
@@ -64,7 +64,7 @@ class SafetyNode(Node):
         latched = QoSProfile(depth=1, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
         self.pub_command = self.create_publisher(JointTrajectory, 'command', 10)
         self.pub_state = self.create_publisher(String, 'safety/state', latched)
-        self.pub_diag = self.create_publisher(DiagnosticArray, 'diagnostics', 10)
+        self.pub_diag = DiagnosticsPublisher(self)
         self.create_subscription(JointTrajectory, 'command_raw', self._on_command, 10)
         self.create_subscription(JointState, 'joint_states', self._on_joint_states, 10)
         self.create_subscription(Bool, 'safety/estop', self._on_estop, 10)
@@ -231,8 +231,7 @@ class SafetyNode(Node):
             level, message = 'warn', '; '.join(problems)
         else:
             level, message = 'ok', 'holding' if stats['holding'] else state.value.lower()
-        status = convert.diagnostic_status(self.get_name(), level, message, values)
-        self.pub_diag.publish(DiagnosticArray(header=convert.header(now), status=[status]))
+        self.pub_diag.publish(level, message, values, stamp_ns=now)
 
 
 def main(args: list[str] | None = None) -> int:

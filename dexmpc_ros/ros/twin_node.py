@@ -36,7 +36,6 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import yaml
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
@@ -44,16 +43,17 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
-from diagnostic_msgs.msg import DiagnosticArray
 
-from dexmpc_ros.core.errors import ConfigError
 from dexmpc_ros.core.rate import RateMeter
 from dexmpc_ros.core.robot_spec import load_robot_spec
 from dexmpc_ros.robots.registry import make_twin
 from dexmpc_ros.ros import convert
+from dexmpc_ros.ros.diagnostics import DiagnosticsPublisher
 from dexmpc_ros.ros.node_main import run_node
-from dexmpc_ros.ros.params import config_from_node, declare
+from dexmpc_ros.ros.params import config_from_node, declare, parse_options
 from dexmpc_ros.ros.world_topics import WorldTopics
+from dexmpc_ros.safety.limits import CommandLimits
+from dexmpc_ros.safety.rejection_rules import check_well_formed
 
 
 @dataclass(frozen=True)
@@ -112,15 +112,11 @@ class TwinNode(Node):
         super().__init__('twin')
         self.spec = load_robot_spec(declare(self, 'robot', 'widowx', 'robot spec name or path'))
         self.cfg = config_from_node(self, TwinNodeConfig)
-        try:
-            options = yaml.safe_load(self.cfg.twin_options) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f'twin_options is not a YAML mapping: {exc}') from exc
-        if not isinstance(options, dict):
-            raise ConfigError(f'twin_options must be a YAML mapping, got {options!r}')
+        options = parse_options(self.cfg.twin_options, f'node {self.get_name()}: twin_options')
         if self.cfg.task:
             options['task'] = self.cfg.task
         self.twin = make_twin(self.spec.name, spec=self.spec, **options)
+        self._limits = CommandLimits.from_spec(self.spec)
 
         self._lock = threading.Lock()
         self._answered = threading.Condition(self._lock)  # lockstep: a command arrived
@@ -140,7 +136,7 @@ class TwinNode(Node):
 
         self.pub_joints = self.create_publisher(JointState, 'joint_states', 10)
         self.topics = WorldTopics(self, odom=self.twin.odom() is not None)
-        self.pub_diag = self.create_publisher(DiagnosticArray, 'diagnostics', 10)
+        self.pub_diag = DiagnosticsPublisher(self)
         self.pub_image = (self.create_publisher(Image, 'camera/color/image_raw',
                                                 qos_profile_sensor_data)
                           if self.cfg.camera else None)
@@ -173,15 +169,15 @@ class TwinNode(Node):
     def _on_command(self, msg: JointTrajectory) -> None:
         names, values, stamp = convert.command_to_arrays(msg, self.spec.command_interface)
         # The supervisor already checked the command; the twin only refuses what it
-        # cannot apply, and says so, instead of guessing.
-        if names != self.spec.command_names or values.shape != (len(names),) or \
-                not np.all(np.isfinite(values)):
+        # cannot apply (safety's finite and names rules), and says so, instead of guessing.
+        formed = check_well_formed(names, values, self._limits)
+        if formed.fired:
             self._commands_rejected += 1
-            self.get_logger().error(f'ignoring malformed command for joints {names}',
-                                    throttle_duration_sec=1.0)
+            self.get_logger().error(f'ignoring malformed command for joints {names}: '
+                                    f'{formed.reason}', throttle_duration_sec=1.0)
             return
         with self._lock:
-            self._pending_command = values
+            self._pending_command = formed.values
             self._answer_stamp = max(self._answer_stamp, stamp)
             self._answered.notify_all()
 
@@ -291,15 +287,14 @@ class TwinNode(Node):
 
     def _publish_diagnostics(self) -> None:
         rate = self._rate.rate_hz()
-        status = convert.diagnostic_status(
-            self.get_name(), 'ok', f'{self.spec.name} twin, episode {self._episode}',
+        self.pub_diag.publish(
+            'ok', f'{self.spec.name} twin, episode {self._episode}',
             {'rate_hz': rate, 'episode': self._episode, 'episode_step': self._episode_step,
              'reward': self._last_reward, 'episode_return': self._episode_return,
              'sim_time_s': self.twin.time, 'commands_applied': self._commands_applied,
              'commands_rejected': self._commands_rejected,
-             'lockstep_timeouts': self._lockstep_timeouts})
-        msg = DiagnosticArray(header=convert.header(self._stamp_ns()), status=[status])
-        self.pub_diag.publish(msg)
+             'lockstep_timeouts': self._lockstep_timeouts},
+            stamp_ns=self._stamp_ns())
 
     def destroy_node(self) -> None:
         """Stop the fast loop and free the renderer."""

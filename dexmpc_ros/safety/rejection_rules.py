@@ -18,6 +18,9 @@ Rules (names as they appear in counters and diagnostics; types and shapes in
 ``uncertainty``   (opt-in) the controller's reported uncertainty is at or above the hold
                   threshold, or none was reported for this command.
 
+:func:`check_well_formed` runs ``finite`` and ``names`` for the nodes behind the supervisor
+(twin, drivers), so "is this command well-formed for this robot" has one implementation.
+
 :func:`plan_violation` judges a controller's predicted trajectory; the ``plan`` rule checks
 the newest verdict.
 """
@@ -79,6 +82,19 @@ def check_names(names: Sequence[str], values: np.ndarray, limits: CommandLimits
         return RuleResult(values, False)
     where = {n: i for i, n in enumerate(names)}
     return RuleResult(values[[where[n] for n in limits.names]], False)
+
+
+def check_well_formed(names: Sequence[str], values: np.ndarray, limits: CommandLimits
+                      ) -> RuleResult:
+    """
+    Rules ``finite`` then ``names``: can the robot apply this command at all?
+
+    What a twin or driver node re-checks behind the supervisor (which runs the two rules
+    separately, to report both reasons). Returns the values in command order (a command in
+    another joint order is reordered), or the first rule's rejection.
+    """
+    finite = check_finite(values)
+    return finite if finite.fired else check_names(names, values, limits)
 
 
 def _judged(fired_reason: str) -> RuleResult:
