@@ -16,7 +16,7 @@ import numpy as np
 
 from dexmpc_ros.core.rate import MISSED_TICK_PERIODS
 from dexmpc_ros.runtime.run_bag import number, planning_windows
-from dexmpc_ros.runtime.run_records import EpisodeRecord
+from dexmpc_ros.runtime.episode_record import EpisodeRecord
 
 if TYPE_CHECKING:
     from dexmpc_ros.runtime.report import Report
