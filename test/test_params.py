@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -33,6 +33,20 @@ class DemoConfig:
     def __post_init__(self) -> None:
         if self.gain < 0:
             raise ValueError(f'gain must be >= 0, got {self.gain}')
+
+
+@dataclass(frozen=True)
+class OuterConfig:
+    """
+    A config nesting another one, as MPCConfig nests its planners' settings.
+
+    Attributes:
+        mode: a label.
+        inner: the nested settings (its own defaults overridden here).
+    """
+
+    mode: str = 'a'
+    inner: DemoConfig = field(default_factory=lambda: DemoConfig(gain=3.0))
 
 
 @pytest.fixture
@@ -81,4 +95,21 @@ def test_wrong_type_names_parameter(context):
     node = make_node(context, [Parameter('demo.gain', value='fast')])
     with pytest.raises(ConfigError, match='demo.gain must be float'):
         config_from_node(node, DemoConfig, prefix='demo.')
+    node.destroy_node()
+
+
+def test_nested_configs_are_dotted_parameters_with_the_outer_defaults(context):
+    node = make_node(context, [Parameter('outer.inner.seed', value=7)])
+    cfg = config_from_node(node, OuterConfig, prefix='outer.')
+    assert cfg == OuterConfig(inner=DemoConfig(gain=3.0, seed=7))
+    assert node.get_parameter('outer.inner.gain').value == 3.0
+    assert node.describe_parameter('outer.inner.gain').description.startswith('proportional')
+    assert not node.has_parameter('outer.inner')
+    node.destroy_node()
+
+
+def test_invalid_nested_value_names_the_nested_parameter(context):
+    node = make_node(context, [Parameter('outer.inner.gain', value=-2.0)])
+    with pytest.raises(ConfigError, match=r'parameter outer\.inner\.\*: gain must be >= 0'):
+        config_from_node(node, OuterConfig, prefix='outer.')
     node.destroy_node()
