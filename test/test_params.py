@@ -113,3 +113,57 @@ def test_invalid_nested_value_names_the_nested_parameter(context):
     with pytest.raises(ConfigError, match=r'parameter outer\.inner\.\*: gain must be >= 0'):
         config_from_node(node, OuterConfig, prefix='outer.')
     node.destroy_node()
+
+
+def test_mpc_and_learner_configs_nest_as_dotted_parameters(context):
+    """The planner's options and the learner's model are ``mppi.*`` / ``train.model.*``."""
+    from dexmpc_ros.control.mpc import MPCConfig
+    from dexmpc_ros.models.dynamics_config import DynamicsConfig
+    from dexmpc_ros.models.training import TrainConfig
+
+    node = make_node(context, [Parameter('mppi.kappa', value=5), Parameter('samples', value=64),
+                               Parameter('train.model.epochs', value=3),
+                               Parameter('train.model.hidden', value=[64])])
+    mpc = config_from_node(node, MPCConfig)
+    assert (mpc.samples, mpc.mppi.kappa, mpc.mppi.beta) == (64, 5.0, 0.7)
+    assert mpc.planner_config().kappa == 5.0 and node.has_parameter('cem.num_elites')
+    train = config_from_node(node, TrainConfig, prefix='train.')
+    assert train.model == DynamicsConfig(epochs=3, hidden=(64,), threads=1)
+    node.destroy_node()
+
+
+def _declared(context, kind: str) -> set[str]:
+    """Every parameter the ``kind`` node declares from its configs (and by hand)."""
+    dirs = [Parameter('bag_dir', value='bag'), Parameter('store_dir', value='models')]
+    from dexmpc_ros.control.mpc import MPCConfig
+    from dexmpc_ros.control.random_walk import RandomWalkConfig
+    from dexmpc_ros.models.training import TrainConfig
+    from dexmpc_ros.ros.learner_node import LearnerConfig
+
+    node = make_node(context, dirs)
+    if kind == 'mpc':
+        config_from_node(node, MPCConfig)
+        config_from_node(node, RandomWalkConfig, prefix='random_walk.')
+        extra = {'checkpoint', 'explore', 'tick_on_state'}
+    else:
+        config_from_node(node, LearnerConfig)
+        config_from_node(node, TrainConfig, prefix='train.')
+        extra = set()
+    names = set(node.get_parameters_by_prefix('')) | extra
+    node.destroy_node()
+    return names
+
+
+def test_experiments_set_only_parameters_the_mpc_and_learner_declare(context):
+    """A renamed parameter left in a YAML would be silently ignored by ROS: none is."""
+    from dexmpc_ros.runtime.experiment import available_experiments, load_experiment
+
+    declared = {kind: _declared(context, kind) for kind in ('mpc', 'learner')}
+    checked = 0
+    for name in available_experiments():
+        for node in load_experiment(name).nodes:
+            if node.kind in declared:
+                unknown = set(node.parameters) - declared[node.kind]
+                assert not unknown, f'{name}: {node.name}: {sorted(unknown)}'
+                checked += 1
+    assert checked >= 8   # 4 learning experiments, each an mpc and a learner node
