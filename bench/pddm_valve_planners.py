@@ -83,7 +83,7 @@ def run_planner(name: str, args: argparse.Namespace) -> list[dict]:
     start = time.perf_counter()
 
     def progress(record) -> None:
-        if record.iteration >= 0 and (record.index + 1 - args.explore) \
+        if record.iteration >= 0 and (record.episode + 1 - args.explore) \
                 % args.per_iteration == 0:
             print(f'  {name}: iteration {record.iteration}, {record.env_steps} steps, '
                   f'{time.perf_counter() - start:.0f} s', flush=True)
@@ -93,8 +93,8 @@ def run_planner(name: str, args: argparse.Namespace) -> list[dict]:
     finally:
         twin.close()
     return [{'iteration': r.iteration, 'env_steps': r.env_steps, 'success': r.success,
-             'return': r.ret, 'plan_ms': r.plan_ms, 'evaluation': r.evaluation,
-             'action_change': r.extra['mean_abs_action_change']} for r in result.records]
+             'return': r.episode_return, 'plan_ms': r.plan_ms, 'evaluation': r.evaluation,
+             'action_change': r.action_change} for r in result.records]
 
 
 def summarize(name: str, episodes: list[dict], final: int) -> dict:

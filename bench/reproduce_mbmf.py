@@ -115,14 +115,14 @@ def model_based(args: argparse.Namespace, env: GymEnv) -> dict[str, Any]:
     def progress(record: Any) -> None:
         kind = 'random' if record.iteration < 0 else f'mpc it {record.iteration}'
         plan = '' if record.iteration < 0 else f', {record.plan_ms:.0f} ms/plan'
-        print(f'  episode {record.index:>2} ({kind}): return {record.ret:8.1f}, '
+        print(f'  episode {record.episode:>2} ({kind}): return {record.episode_return:8.1f}, '
               f'{record.env_steps} env steps{plan}, {time.perf_counter() - start:.0f} s',
               flush=True)
 
     result = run_loop(env, planner, reward, model_config, loop, on_episode=progress)
     wall = time.perf_counter() - start
     records = result.records
-    random_returns = [r.ret for r in records if r.iteration < 0]
+    random_returns = [r.episode_return for r in records if r.iteration < 0]
     rows = []
     print(f'\n{"iteration":>9}  {"data (steps)":>12}  {"env steps":>9}  {"ms/plan":>7}  '
           f'{"mean return":>11}  returns')
@@ -130,7 +130,8 @@ def model_based(args: argparse.Namespace, env: GymEnv) -> dict[str, Any]:
         eps = [r for r in records if r.iteration == it]
         before = eps[0].env_steps - eps[0].steps
         row = {'iteration': it, 'data_steps': before, 'env_steps': eps[-1].env_steps,
-               'returns': [r.ret for r in eps], 'mean': float(np.mean([r.ret for r in eps])),
+               'returns': [r.episode_return for r in eps],
+               'mean': float(np.mean([r.episode_return for r in eps])),
                'plan_ms': float(np.mean([r.plan_ms for r in eps]))}
         rows.append(row)
         print(f'{it:>9}  {before:>12}  {row["env_steps"]:>9}  {row["plan_ms"]:>7.0f}  '
@@ -160,7 +161,7 @@ def distill(args: argparse.Namespace, env: GymEnv, mb: dict[str, Any]) -> dict[s
     last = [i for i, r in enumerate(mb['records']) if r.iteration == args.iterations - 1]
     states = np.concatenate([result.data.states[i] for i in last])
     actions = np.concatenate([result.data.actions[i] for i in last])
-    teacher_returns = [mb['records'][i].ret for i in last]
+    teacher_returns = [mb['records'][i].episode_return for i in last]
     policy = MLPPolicy(len(keep), env.action_dim, PolicyConfig(
         epochs=args.dagger_epochs, seed=args.seed, threads=args.threads))
     config = DaggerConfig(iterations=args.dagger_iterations,
@@ -235,7 +236,7 @@ def plot(path: Path, mb: dict[str, Any], dg: dict[str, Any], ft: dict[str, Any])
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     ax = axes[0]
     recs = mb['records']
-    ax.scatter([r.env_steps for r in recs], [r.ret for r in recs], s=16,
+    ax.scatter([r.env_steps for r in recs], [r.episode_return for r in recs], s=16,
                c=['gray' if r.iteration < 0 else 'C0' for r in recs])
     ax.plot([r['env_steps'] for r in mb['rows']], [r['mean'] for r in mb['rows']], 'C0-o',
             label='MPC iteration mean')

@@ -89,7 +89,7 @@ def test_sigint_during_training_stops_cleanly_and_saves_nothing(tmp_path, ros_do
     TwinRecording(bag, load_robot_spec('hand24'), sim_time=False, seed=5).run(
         steps=60, episode_steps=10, reset_at=-1, skip=set())
     proc, log = start_learner(tmp_path, ros_domain, bag, 'first_after_episodes:=1',
-                              'train.epochs:=100000', 'train.threads:=1')
+                              'train.model.epochs:=100000', 'train.model.threads:=1')
     probe = GraphProbe(ros_domain, {'diagnostics': DiagnosticArray}, name='learner_probe')
     latched = QoSProfile(depth=1, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
     probe.node.create_publisher(Int32, 'episode', latched).publish(Int32(data=6))

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, fields, replace
+
 import numpy as np
 import pytest
 import torch
 
-from dexmpc_ros.control.mpc import MPCConfig, MPCController
+from dexmpc_ros.control.planners.cem import CEMOptions
+from dexmpc_ros.control.mpc import PLANNERS, MPCConfig, MPCController
+from dexmpc_ros.control.planners.mppi import MPPIOptions
 from dexmpc_ros.control.twin_model import TwinModel
 from dexmpc_ros.core.robot_spec import load_robot_spec
 from dexmpc_ros.core.state_layout import StateLayout
@@ -78,11 +82,38 @@ def test_learned_model_swap_and_uncertainty(hand):
 
 @pytest.mark.parametrize('field, value', [('planner', 'ilqr'), ('threads', -1),
                                           ('std_penalty', -1.0), ('samples', 0),
-                                          ('beta', 1.5), ('action_noise', -0.1),
+                                          ('mppi.beta', 1.5), ('action_noise', -0.1),
                                           ('action_noise', float('nan'))])
 def test_config_rejects_bad_values(field, value):
     with pytest.raises(ValueError):
-        MPCConfig(**{field: value}).planner_config()
+        if '.' in field:  # a planner's nested option
+            planner, name = field.split('.')
+            MPCConfig(**{planner: replace(getattr(MPCConfig(), planner), **{name: value})})
+        else:
+            MPCConfig(**{field: value})
+
+
+def test_every_registered_planner_has_its_options_nested_in_the_config():
+    """A planner of PLANNERS is configured by the MPCConfig field of its name."""
+    names = {f.name for f in fields(MPCConfig)}
+    for name, (planner_cls, config_cls) in PLANNERS.items():
+        assert name in names, name
+        options = getattr(MPCConfig(), name)
+        assert isinstance(config_cls(), type(options)), name
+        config = MPCConfig(planner=name, horizon=4, samples=30, std_penalty=2.0, seed=-1)
+        built = config.planner_config()
+        assert type(built) is config_cls
+        assert (built.horizon, built.num_samples, built.std_penalty, built.seed) == \
+            (4, 30, 2.0, None)
+        assert {f.name: getattr(built, f.name) for f in fields(options)} == asdict(options)
+
+
+def test_the_chosen_planner_gets_its_options_checked_against_the_samples():
+    config = MPCConfig(planner='cem', samples=50, cem=CEMOptions(iterations=2, num_elites=5))
+    assert (config.planner_config().iterations, config.planner_config().num_elites) == (2, 5)
+    with pytest.raises(ValueError, match='num_elites'):
+        MPCConfig(planner='cem', samples=8)            # CEM's 20 elites of 8 samples
+    assert MPCConfig(planner='mppi', samples=8).samples == 8   # CEM's options unused
 
 
 @pytest.mark.parametrize('options, message', [('[1, 2]', 'YAML mapping'),
@@ -120,7 +151,7 @@ def test_baoding_task_options_reach_the_reward():
 
 
 def test_sample_velocities_reaches_the_mppi_planner():
-    config = MPCConfig(sample_velocities=True).planner_config()
+    config = MPCConfig(mppi=MPPIOptions(sample_velocities=True)).planner_config()
     assert config.sample_velocities is True
 
 

@@ -132,8 +132,8 @@ def test_pddm_loop_explores_learns_and_plans_unattended(tmp_path, ros_env):
         [sys.executable, '-m', 'dexmpc_ros.runtime.cli', 'up', 'hand_pddm_valve_sim',
          '--duration', '30', '--output', str(run_dir), '--quiet',
          '--set', 'twin.episode_steps=10', '--set', 'learner.first_after_episodes=3',
-         '--set', 'learner.every_episodes=3', '--set', 'learner.train.epochs=5',
-         '--set', 'learner.train.hidden=[64]', '--set', 'mpc.samples=64',
+         '--set', 'learner.every_episodes=3', '--set', 'learner.train.model.epochs=5',
+         '--set', 'learner.train.model.hidden=[64]', '--set', 'mpc.samples=64',
          # As shipped: twin in lockstep (at most 2x real time), mpc answering every state.
          ],
         env=ros_env, capture_output=True, text=True, timeout=150)

@@ -117,7 +117,7 @@ def test_run_loop_records_episodes_and_aggregates_every_episode(twin):
                        seen)
 
     assert seen == result.records
-    assert [r.index for r in result.records] == list(range(6))
+    assert [r.episode for r in result.records] == list(range(6))
     assert [r.iteration for r in result.records] == [-1, -1, 0, 0, 1, 1]
     assert [r.steps for r in result.records] == [5] * 6  # reach never ends early
     assert [r.env_steps for r in result.records] == [5, 10, 15, 20, 25, 30]
@@ -146,7 +146,7 @@ def test_run_loop_records_episodes_and_aggregates_every_episode(twin):
     # Controller episodes are the on-policy data for new_data_fraction, exploration is not.
     assert result.data.is_new().tolist() == [False] * 10 + [True] * 20
     for record in result.records:
-        assert record.extra['mean_abs_action_change'] >= 0.0
+        assert record.action_change >= 0.0
 
 
 def test_trained_model_predicts_held_out_transitions_better_than_no_change(twin):

@@ -10,11 +10,16 @@ from test_transitions import TwinRecording
 from dexmpc_ros.core.errors import BagError
 from dexmpc_ros.core.robot_spec import load_robot_spec
 from dexmpc_ros.learning.checkpoint import load_checkpoint
+from dexmpc_ros.learning.dynamics.config import DynamicsConfig
 from dexmpc_ros.learning.store import CheckpointStore
 from dexmpc_ros.learning.dynamics.training import TrainConfig, train_from_bags
 from dexmpc_ros.runtime.cli import main
 
-SMALL = dict(ensemble_size=2, hidden=(32,), horizon=3, holdout=0.34, seed=0, threads=1)
+
+def small(epochs: int) -> TrainConfig:
+    """A quick training: 2 members of 32 units, 3-step validation on a third held out."""
+    return TrainConfig(model=DynamicsConfig(ensemble_size=2, hidden=(32,), epochs=epochs,
+                                            seed=0, threads=1), horizon=3, holdout=0.34)
 
 
 @pytest.fixture(scope='module')
@@ -30,7 +35,7 @@ def test_train_validate_accept_then_refuse_a_worse_model(bag, tmp_path):
     spec = load_robot_spec('hand24')
     store = CheckpointStore(tmp_path / 'store')
     epochs = []
-    first = train_from_bags([bag], spec, store, TrainConfig(epochs=30, **SMALL),
+    first = train_from_bags([bag], spec, store, small(30),
                             on_epoch=lambda e, loss: epochs.append(loss))
     assert first.entry.accepted and store.current().path == str(first.checkpoint)
     assert len(epochs) == 30 and epochs[-1] < epochs[0]
@@ -40,10 +45,10 @@ def test_train_validate_accept_then_refuse_a_worse_model(bag, tmp_path):
     model, manifest = load_checkpoint(first.checkpoint, expect_robot='hand24')
     assert manifest['source_bags'] == [str(bag.absolute())]
     assert manifest['metrics']['score'] == metrics['score']
-    assert manifest['extra']['train_config']['hidden'] == [32]
+    assert manifest['extra']['train_config']['model']['hidden'] == [32]
 
     # an untrained model is worse on the same held-out episodes: refused, not swapped in
-    worse = train_from_bags([bag], spec, store, TrainConfig(epochs=0, **SMALL))
+    worse = train_from_bags([bag], spec, store, small(0))
     assert not worse.entry.accepted
     assert worse.metrics['current_score'] == pytest.approx(metrics['score'], rel=1e-6)
     assert 'on the same data' in worse.entry.reason
@@ -73,4 +78,4 @@ def test_one_episode_cannot_be_validated(tmp_path):
         steps=8, episode_steps=100, reset_at=-1, skip=set())
     with pytest.raises((ValueError, BagError), match='episode'):
         train_from_bags([path], spec, CheckpointStore(tmp_path / 's'),
-                        TrainConfig(epochs=1, **SMALL))
+                        small(1))

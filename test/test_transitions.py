@@ -217,6 +217,21 @@ def test_synthetic_bag_gives_the_hand_computed_rows(synthetic, toy_spec, caplog)
         f"joint names ['a'] are not a permutation of ['a', 'b']"]
 
 
+def test_synthetic_bag_delta_actions_are_each_commands_step_from_its_state(synthetic, toy_spec):
+    """The same rows; an action is (command - measured position) / step bound, per joint."""
+    absolute = transitions_from_bag(synthetic, toy_spec)
+    data = transitions_from_bag(synthetic, toy_spec, action_space='delta')
+    for name in ('states', 'next_states', 'episode', 'stamps_ns'):
+        np.testing.assert_array_equal(getattr(data, name), getattr(absolute, name))
+    # toy_spec: step = min(max_step, velocity / 10 Hz) = (0.1, 0.1) for (a, b); state i
+    # measures a = i/10, b = 1 + i/10; the command of action (a, b - 1) is (a, b)
+    expected = [((a - i / 10) / 0.1, (b + 1 - (1 + i / 10)) / 0.1)
+                for i, _, (a, b), _ in EXPECTED]
+    np.testing.assert_allclose(data.actions, expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(data.actions[:3], [[4.0, 4.0], [3.0, 3.0], [-13.0, -13.0]],
+                               rtol=0, atol=1e-12)
+
+
 def test_episodes_are_chains_for_multi_step_error(synthetic, toy_spec):
     chains = transitions_from_bag(synthetic, toy_spec).episodes()
     # episode 0 breaks at the dropped s8; the others are one chain each

@@ -22,7 +22,7 @@ autonomous loop explores until the learner's first checkpoint arrives, then plan
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -30,16 +30,32 @@ import torch
 import yaml
 
 from dexmpc_ros.core.action_space import ActionScaler, DeltaActionScaler, check_action_space
-from dexmpc_ros.control.planners.cem import CEMConfig, CEMPlanner
-from dexmpc_ros.control.planners.mppi import MPPIConfig, MPPIPlanner
-from dexmpc_ros.control.planners.random_shooting import RandomShootingConfig, RandomShootingPlanner
+from dexmpc_ros.control.planners.cem import CEMConfig, CEMOptions, CEMPlanner
+from dexmpc_ros.control.planners.mppi import MPPIConfig, MPPIOptions, MPPIPlanner
+from dexmpc_ros.control.planners.base import PlannerConfig, SamplingPlanner
+from dexmpc_ros.control.planners.random_shooting import (RandomShootingConfig,
+                                                         RandomShootingOptions,
+                                                         RandomShootingPlanner)
 from dexmpc_ros.control.task_rewards import make_reward, torch_reward
 from dexmpc_ros.core.robot_spec import RobotSpec
 from dexmpc_ros.core.state_layout import POS, StateLayout
 from dexmpc_ros.core.types import Observation
 from dexmpc_ros.learning.torch_threads import torch_threads
 
-PLANNERS = ('mppi', 'cem', 'random_shooting')
+#: planner name -> (planner class, its config class). The config class is the planner's
+#: options (e.g. :class:`MPPIOptions`) on top of the shared :class:`PlannerConfig`; the
+#: options are nested in :class:`MPCConfig` as a field of the planner's name. A new planner:
+#: its module, one line here and that field.
+PLANNERS: dict[str, tuple[type[SamplingPlanner], type[PlannerConfig]]] = {
+    'mppi': (MPPIPlanner, MPPIConfig),
+    'cem': (CEMPlanner, CEMConfig),
+    'random_shooting': (RandomShootingPlanner, RandomShootingConfig),
+}
+
+
+def pddm_valve_mppi() -> MPPIOptions:
+    """The MPC's MPPI defaults: PDDM's dclaw_turn (valve) kappa 0.5, beta 0.7."""
+    return MPPIOptions(kappa=0.5, beta=0.7)
 
 
 @dataclass(frozen=True)
@@ -47,8 +63,13 @@ class MPCConfig:
     """
     MPC controller settings (the mpc node's ROS parameters); PDDM defaults (papers.md §7.3).
 
+    The sampling settings every planner shares (horizon, samples, std_penalty, seed) are
+    here; each planner's own options are nested under its name (``mppi.kappa``,
+    ``cem.iterations``, ...), and only the chosen planner's are used.
+
     Attributes:
-        planner: ``mppi`` (PDDM), ``cem`` or ``random_shooting`` (MBMF).
+        planner: a name of :data:`PLANNERS`: ``mppi`` (PDDM), ``cem`` or
+            ``random_shooting`` (MBMF).
         task: planner reward (``control/task_rewards.py``): valve, baoding, reach, waypoints,
             figure8.
         task_options: YAML mapping of the task's options (Baoding's ``period_steps``,
@@ -56,13 +77,6 @@ class MPCConfig:
             must equal the twin's ``twin_options`` for that task; '' for the defaults.
         horizon: H, planning steps.
         samples: N, action sequences per plan.
-        kappa: MPPI reward-weighting temperature κ.
-        sigma: MPPI sampling noise σ.
-        beta: MPPI filtering coefficient β (1 = no filtering).
-        sample_velocities: MPPI draws its last 10% of samples with 0.3 σ (PDDM's hand
-            configs).
-        cem_iterations: CEM refits per control step.
-        cem_elites: CEM elite count.
         std_penalty: score = mean - std_penalty * std over members (PDDM exploration: 4).
         action_noise: std of Gaussian noise added to each executed action (normalized
             units, then clipped to [-1, 1]); exploration while collecting data, 0 = PDDM.
@@ -75,6 +89,9 @@ class MPCConfig:
         action_space: ``absolute`` (PDDM: normalized joint targets) or ``delta`` (change
             from the measured state per step, in units of the supervisor's step bound: no
             planned action is ever clamped); must match the model's training.
+        mppi: filtered MPPI's options (PDDM dclaw_turn defaults: kappa 0.5, beta 0.7).
+        cem: CEM's options.
+        random_shooting: random shooting's options (none).
     """
 
     planner: str = 'mppi'
@@ -82,23 +99,20 @@ class MPCConfig:
     task_options: str = ''
     horizon: int = 7
     samples: int = 700
-    kappa: float = 0.5
-    sigma: float = 0.9
-    beta: float = 0.7
-    sample_velocities: bool = False
-    cem_iterations: int = 3
-    cem_elites: int = 20
     std_penalty: float = 0.0
     action_noise: float = 0.0
     eval_every: int = 0
     seed: int = 0
     threads: int = 1
     action_space: str = 'absolute'
+    mppi: MPPIOptions = field(default_factory=pddm_valve_mppi)
+    cem: CEMOptions = field(default_factory=CEMOptions)
+    random_shooting: RandomShootingOptions = field(default_factory=RandomShootingOptions)
 
     def __post_init__(self) -> None:
         check_action_space(self.action_space)
         if self.planner not in PLANNERS:
-            raise ValueError(f'planner must be one of {PLANNERS}, got {self.planner!r}')
+            raise ValueError(f'planner must be one of {tuple(PLANNERS)}, got {self.planner!r}')
         if not (isinstance(self.threads, int) and self.threads >= 0):
             raise ValueError(f'threads must be an int >= 0, got {self.threads!r}')
         if not math.isfinite(self.std_penalty) or self.std_penalty < 0:
@@ -107,22 +121,16 @@ class MPCConfig:
             raise ValueError(f'action_noise must be finite and >= 0, got {self.action_noise!r}')
         if not (isinstance(self.eval_every, int) and self.eval_every >= 0):
             raise ValueError(f'eval_every must be an int >= 0, got {self.eval_every!r}')
+        self.planner_config()  # the planner's config checks horizon, samples and its options
 
-    def planner_config(self) -> Any:
-        """The planner's own config (its __post_init__ checks horizon, samples, ...)."""
-        common = dict(horizon=self.horizon, num_samples=self.samples,
-                      std_penalty=self.std_penalty, seed=None if self.seed < 0 else self.seed)
-        if self.planner == 'mppi':
-            return MPPIConfig(kappa=self.kappa, sigma=self.sigma, beta=self.beta,
-                              sample_velocities=self.sample_velocities, **common)
-        if self.planner == 'cem':
-            return CEMConfig(iterations=self.cem_iterations, num_elites=self.cem_elites,
-                             **common)
-        return RandomShootingConfig(**common)
-
-
-_PLANNER_CLASSES = {'mppi': MPPIPlanner, 'cem': CEMPlanner,
-                    'random_shooting': RandomShootingPlanner}
+    def planner_config(self) -> PlannerConfig:
+        """The chosen planner's config: the shared settings and its nested options."""
+        _, config_cls = PLANNERS[self.planner]
+        options = getattr(self, self.planner)
+        return config_cls(horizon=self.horizon, num_samples=self.samples,
+                          std_penalty=self.std_penalty,
+                          seed=None if self.seed < 0 else self.seed,
+                          **{f.name: getattr(options, f.name) for f in fields(options)})
 
 
 class MPCController:
@@ -145,7 +153,7 @@ class MPCController:
         self.config = config or MPCConfig()
         self.scaler = ActionScaler(spec)
         self.delta = DeltaActionScaler(spec) if self.config.action_space == 'delta' else None
-        self.planner = _PLANNER_CLASSES[self.config.planner](
+        self.planner = PLANNERS[self.config.planner][0](
             len(spec.command_names), self.config.planner_config())
         self.model = None
         self.layout: StateLayout | None = None

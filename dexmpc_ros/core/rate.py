@@ -5,6 +5,11 @@ from __future__ import annotations
 import time
 from collections import deque
 
+#: Control periods between two ticks (or two answered states) above which the mpc node
+#: counts a tick as missed: a tick that came late, not one the scheduler merely jittered.
+#: The run report quotes the same bound.
+MISSED_TICK_PERIODS = 1.5
+
 
 class RateMeter:
     """

@@ -1,9 +1,12 @@
 """
-Bag messages of a run -> receive-ordered events, state rows and normalized actions.
+Bag messages of a run -> receive-ordered events, state rows, commands and actions.
 
-The pieces :func:`~dexmpc_ros.data.transitions.transitions_from_bag` builds transitions
-from; the topics and the rule of which command drives which step are in
-:mod:`~dexmpc_ros.data.transitions`. An event is ``(topic, bag time [ns], message)``.
+The stages :func:`~dexmpc_ros.data.transitions.transitions_from_bag` runs, top to bottom
+at the end of this module (:func:`read_bag_events`, :func:`bag_states`,
+:func:`state_segments`, :func:`bag_commands`, :func:`replay`, :func:`command_actions`),
+and the pieces they are built from; the topics and the rule of which command drives which
+step are in :mod:`~dexmpc_ros.data.transitions`. An event is ``(topic, bag time [ns],
+message)``.
 
 Receive order (:func:`read_ordered`, :func:`causal_order`). "Received"
 is the bag timestamp (the recorder's receive time), never the command's ``header.stamp``:
@@ -25,24 +28,32 @@ label the step into the state it was computed from and leave the first step of t
 episode without an action.
 
 :func:`state_matrix` lays each ``joint_states`` and its ``task_state`` partner (paired by
-``header.stamp``) out as one state row; :func:`command_action` turns a command into a
-normalized action or says why it is malformed.
+``header.stamp``) out as one state row; :func:`ordered_command_values` reads a command's
+values in command order or says why it is malformed.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dexmpc_ros.core.action_space import ActionScaler
+from dexmpc_ros.core.action_space import ActionScaler, DeltaActionScaler
 from dexmpc_ros.core.errors import BagError
 from dexmpc_ros.core.message_fields import command_field, command_values, stamp_to_ns
 from dexmpc_ros.core.robot_spec import RobotSpec
 from dexmpc_ros.core.state_layout import POS, TASK, VEL, StateLayout
-from dexmpc_ros.data.bag_reader import BagInfo, JointStateSeries, iter_messages
+from dexmpc_ros.data.bag_reader import (EPISODE_TOPIC, START_SUFFIX, BagInfo, JointStateSeries,
+                                        episodes, iter_messages, joint_state_series,
+                                        resolve_topics, split_states)
+
+JOINT_STATES_TOPIC = 'joint_states'
+TASK_STATE_TOPIC = 'task_state'
+COMMAND_TOPIC = 'command'
 
 
 def read_ordered(path: Path, info: BagInfo, topics: list[str]) -> list[tuple[str, int, Any]]:
@@ -156,9 +167,13 @@ def _pair_by_stamp(joint_stamps: np.ndarray, task_stamps: np.ndarray) -> np.ndar
     return partner
 
 
-def command_action(msg: Any, spec: RobotSpec, scaler: ActionScaler
-                   ) -> tuple[np.ndarray | None, str]:
-    """A command's normalized action in command order, or ``(None, why it is malformed)``."""
+def ordered_command_values(msg: Any, spec: RobotSpec) -> tuple[np.ndarray | None, str]:
+    """
+    A command's values (m,) in ``spec.command_names`` order, or ``(None, why malformed)``.
+
+    The first point's ``positions`` (position robots) or ``velocities`` (velocity robots),
+    in joint units, reordered by joint name.
+    """
     names = [str(n) for n in msg.joint_names]
     if sorted(names) != sorted(spec.command_names):
         return None, f'joint names {names} are not a permutation of {spec.command_names}'
@@ -171,4 +186,188 @@ def command_action(msg: Any, spec: RobotSpec, scaler: ActionScaler
     if not np.all(np.isfinite(values)):
         return None, f'non-finite {field} {values.tolist()}'
     index = {name: i for i, name in enumerate(names)}
-    return scaler.to_action(values[[index[n] for n in spec.command_names]]), ''
+    return values[[index[n] for n in spec.command_names]], ''
+
+
+@dataclass(frozen=True)
+class BagEvents:
+    """
+    One bag's messages on the topics transitions need, in receive order.
+
+    Attributes:
+        path: the bag directory (error messages start with it).
+        events: ``(topic, bag time [ns], message)`` in receive order.
+        topics: key (``joint_states``, ``task_state``, ``command``, ``episode``,
+            ``episode`` + ``START_SUFFIX``) -> the bag's topic of it; a key the bag (or the
+            caller) does not use is absent.
+        index: topic -> indices of its messages in ``events``, in order.
+    """
+
+    path: Path
+    events: list[tuple[str, int, Any]]
+    topics: dict[str, str]
+    index: dict[str, list[int]]
+
+    def indices(self, key: str) -> list[int]:
+        """Indices into ``events`` of the messages of ``key``'s topic (none if absent)."""
+        return self.index.get(self.topics.get(key, ''), [])
+
+    def of(self, key: str) -> list[tuple[str, int, Any]]:
+        """The events of ``key``'s topic in receive order."""
+        return [self.events[i] for i in self.indices(key)]
+
+
+def read_bag_events(path: Path, info: BagInfo, namespace: str, needs_task: bool
+                    ) -> BagEvents:
+    """
+    Stage 1: resolve the topics in ``namespace`` and read their messages in receive order.
+
+    ``joint_states`` and ``command`` (and ``task_state`` if ``needs_task``) must be in the
+    bag; ``episode`` and its ``episode_start`` marker are read when present.
+    """
+    wanted = [JOINT_STATES_TOPIC, COMMAND_TOPIC] + ([TASK_STATE_TOPIC] if needs_task else [])
+    full = {name: _topic_name(namespace, name) for name in (*wanted, EPISODE_TOPIC)}
+    try:
+        resolved = resolve_topics(info.topics, [full[name] for name in wanted])
+        if _matches(info.topics, full[EPISODE_TOPIC]):
+            resolved.update(resolve_topics(info.topics, [full[EPISODE_TOPIC]]))
+    except BagError as exc:
+        raise BagError(f'{path}: {exc}') from exc
+    topics = {key: resolved[full[key]] for key in full if full[key] in resolved}
+    marker = EPISODE_TOPIC + START_SUFFIX
+    if EPISODE_TOPIC in topics and topics[EPISODE_TOPIC] + START_SUFFIX in info.topics:
+        topics[marker] = topics[EPISODE_TOPIC] + START_SUFFIX
+    events = read_ordered(path, info, list(topics.values()))
+    index: dict[str, list[int]] = defaultdict(list)
+    for i, (topic, _, _) in enumerate(events):
+        index[topic].append(i)
+    return BagEvents(path, events, topics, dict(index))
+
+
+def bag_states(bag: BagEvents, spec: RobotSpec, task_names: Sequence[str] | None,
+               layout: StateLayout | None) -> tuple[StateLayout, JointStateSeries, np.ndarray]:
+    """
+    Stage 2: the state layout, the ``joint_states`` series and one state row per message.
+
+    Rows are (J, nx) in ``joint_states`` receive order, NaN where a state is incomplete
+    (module docstring). The layout is ``layout``, else the robot's joints and
+    ``task_names`` (default: the bag's ``task_state`` names).
+    """
+    js_events = bag.of(JOINT_STATES_TOPIC)
+    if not js_events:
+        raise BagError(f'{bag.path}: no message on {bag.topics[JOINT_STATES_TOPIC]}; nothing '
+                       f'to learn from')
+    ts_events = bag.of(TASK_STATE_TOPIC)
+    bag_task = task_state_names(bag.path, ts_events) if TASK_STATE_TOPIC in bag.topics \
+        else ()
+    if layout is None:
+        layout = StateLayout.for_robot(spec, bag_task if task_names is None else task_names)
+    try:
+        joints = joint_state_series([(t, m) for _, t, m in js_events], spec.joint_names)
+        task = joint_state_series([(t, m) for _, t, m in ts_events], bag_task)
+    except BagError as exc:
+        raise BagError(f'{bag.path}: {exc}') from exc
+    return layout, joints, state_matrix(bag.path, layout, spec, joints, task)
+
+
+def state_segments(bag: BagEvents, joints: JointStateSeries) -> np.ndarray:
+    """
+    Stage 3: the episode segment of every state (J,) int64, by header stamp.
+
+    Segments count from 0 at the first state; a bag without ``episode`` is one segment.
+    """
+    if EPISODE_TOPIC not in bag.topics:
+        return np.zeros(len(joints), dtype=np.int64)
+    topic = bag.topics[EPISODE_TOPIC]
+    try:   # the marker, episode_start, is read when the bag has it (read_bag_events)
+        eps = episodes({topic: [(t, m) for _, t, m in bag.of(EPISODE_TOPIC)],
+                        topic + START_SUFFIX: [(t, m) for _, t, m in
+                                               bag.of(EPISODE_TOPIC + START_SUFFIX)]}, topic)
+    except BagError as exc:
+        raise BagError(f'{bag.path}: {exc}') from exc
+    return split_states(joints, eps).position
+
+
+def bag_commands(bag: BagEvents, spec: RobotSpec
+                 ) -> tuple[list[np.ndarray | None], list[tuple[int, str]]]:
+    """
+    Stage 4: every command's values in command order (None: malformed, to be skipped),
+    and ``(bag time, why)`` of each malformed one.
+    """
+    commands, bad = [], []
+    for _, t, msg in bag.of(COMMAND_TOPIC):
+        values, reason = ordered_command_values(msg, spec)
+        commands.append(values)
+        if values is None:
+            bad.append((t, reason))
+    return commands, bad
+
+
+def replay(bag: BagEvents, commands: list[np.ndarray | None], segment_of: np.ndarray,
+           valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """
+    Stage 5: replay the bag as the robot ran it; the steps ``s_k -> s_{k+1}`` it yields.
+
+    Walks states and commands in causal receive order (``bag_events.causal_order``). A
+    command becomes the one in force; a state of another segment than the one before it
+    had a reset in between, so only a command received after the previous state
+    (``pending``) survives it. A step between two complete states of one segment, with a
+    command in force, is a transition.
+
+    Returns:
+        ``(first, command, second)``: (T,) rows of ``s_k`` and ``s_{k+1}`` in the state
+        rows, and (T, m) the command in force over each step (T = 0: none).
+    """
+    js_index, cmd_index = bag.indices(JOINT_STATES_TOPIC), bag.indices(COMMAND_TOPIC)
+    kind = {i: (JOINT_STATES_TOPIC, row) for row, i in enumerate(js_index)}
+    kind.update({i: (COMMAND_TOPIC, row) for row, i in enumerate(cmd_index)})
+    order = causal_order(kind, bag.of(JOINT_STATES_TOPIC), js_index, bag.of(COMMAND_TOPIC),
+                         cmd_index)
+    first, command, second = [], [], []
+    current: np.ndarray | None = None   # the command in force
+    pending: np.ndarray | None = None   # the newest command since the last state
+    previous: int | None = None         # the segment's last state (row of the states)
+    for i in order:
+        key, row = kind[i]
+        if key == COMMAND_TOPIC:
+            if commands[row] is not None:
+                current = pending = commands[row]
+            continue
+        if previous is not None and segment_of[row] != segment_of[previous]:
+            current, previous = pending, None
+        if previous is not None and current is not None and valid[previous] and valid[row]:
+            first.append(previous)
+            command.append(current)
+            second.append(row)
+        previous, pending = row, None
+    return (np.array(first, dtype=np.int64),
+            np.stack(command) if command else np.empty((0, 0)),
+            np.array(second, dtype=np.int64))
+
+
+def command_actions(spec: RobotSpec, action_space: str, command: np.ndarray,
+                    joints: JointStateSeries, first: np.ndarray) -> np.ndarray:
+    """
+    Stage 6: the commands in force (T, m) as normalized actions of ``action_space``.
+
+    ``absolute``: :class:`ActionScaler` (margin 0, not clipped). ``delta``: the change
+    from the measured position (velocity, for velocity robots) at each step's start
+    ``first``, in units of the supervisor's step bound (:class:`DeltaActionScaler`).
+    """
+    if action_space == 'absolute':
+        return ActionScaler(spec).to_action(command)
+    measured = joints.position if spec.command_interface == 'position' else joints.velocity
+    return DeltaActionScaler(spec).to_action(command, measured[first][:, spec.actuated_index])
+
+
+# Topic names --------------------------------------------------------------------------------
+def _topic_name(namespace: str, name: str) -> str:
+    namespace = namespace.strip('/')
+    return f'/{namespace}/{name}' if namespace else name
+
+
+def _matches(available: Iterable[str], name: str) -> bool:
+    """True if ``name`` matches any topic under :func:`resolve_topics`' rule."""
+    if name.startswith('/'):
+        return name in available
+    return any(t == name or t.endswith('/' + name) for t in available)

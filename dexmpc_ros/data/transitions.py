@@ -63,27 +63,22 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from dexmpc_ros.core.action_space import ActionScaler, DeltaActionScaler, check_action_space
+from dexmpc_ros.core.action_space import check_action_space
 from dexmpc_ros.core.errors import BagError
 from dexmpc_ros.core.robot_spec import RobotSpec
 from dexmpc_ros.core.state_layout import TASK, StateLayout
-from dexmpc_ros.data.bag_events import (causal_order, check_joint_columns, command_action,
-                                        read_ordered, state_matrix, task_state_names)
-from dexmpc_ros.data.bag_reader import (EPISODE_TOPIC, START_SUFFIX, bag_info, episodes,
-                                        joint_state_series, resolve_topics, split_states)
+from dexmpc_ros.data.bag_events import (bag_commands, bag_states, check_joint_columns,
+                                        command_actions, read_bag_events, replay,
+                                        state_segments)
+from dexmpc_ros.data.bag_reader import EPISODE_TOPIC, bag_info
 
 log = logging.getLogger(__name__)
-
-JOINT_STATES_TOPIC = 'joint_states'
-TASK_STATE_TOPIC = 'task_state'
-COMMAND_TOPIC = 'command'
 
 
 @dataclass(frozen=True, eq=False)
@@ -254,6 +249,13 @@ def transitions_from_bag(bag_dir: str | Path, spec: RobotSpec,
     """
     Read one bag's transitions (see the module docstring for the rules).
 
+    The stages (``data/bag_events.py``), in order: read the topics' messages in receive
+    order (:func:`read_bag_events`); lay the states out (:func:`bag_states`); split them
+    into episode segments (:func:`state_segments`); read the commands
+    (:func:`bag_commands`); replay the bag to pair each step with the command the robot
+    ran (:func:`replay`); turn those commands into actions of ``action_space``, delta
+    actions straight from the command and the measured state (:func:`command_actions`).
+
     Args:
         bag_dir: rosbag2 directory.
         spec: the robot that was recorded.
@@ -273,112 +275,33 @@ def transitions_from_bag(bag_dir: str | Path, spec: RobotSpec,
             (or several in different namespaces), a joint of ``spec`` missing from a
             ``joint_states``, ``task_state`` names that change within the bag or lack an
             entry the layout needs, or no transition at all.
-        ValueError: ``layout`` names a joint that ``spec`` lacks.
+        ValueError: ``layout`` names a joint that ``spec`` lacks, or an unknown
+            ``action_space``.
     """
+    check_action_space(action_space)
     path = Path(bag_dir)
-    info = bag_info(path)
     if layout is None:
         needs_task = task_names is None or len(task_names) > 0
     else:
         needs_task = any(n.startswith(TASK) for n in layout.names)
         check_joint_columns(layout, spec)
-    wanted = [JOINT_STATES_TOPIC, COMMAND_TOPIC] + ([TASK_STATE_TOPIC] if needs_task else [])
-    full = {name: _topic_name(namespace, name) for name in (*wanted, EPISODE_TOPIC)}
-    try:
-        topics = resolve_topics(info.topics, [full[name] for name in wanted])
-        if _matches(info.topics, full[EPISODE_TOPIC]):
-            topics.update(resolve_topics(info.topics, [full[EPISODE_TOPIC]]))
-    except BagError as exc:
-        raise BagError(f'{path}: {exc}') from exc
-    by_key = {key: topics.get(full[key]) for key in full}
-    marker = by_key[EPISODE_TOPIC] and by_key[EPISODE_TOPIC] + START_SUFFIX
-    if marker in info.topics:
-        topics[marker] = marker
-
-    events = read_ordered(path, info, list(topics.values()))
-    per_topic: dict[str | None, list[int]] = defaultdict(list)
-    for i, (topic, _, _) in enumerate(events):
-        per_topic[topic].append(i)
-    js_events = [events[i] for i in per_topic[by_key[JOINT_STATES_TOPIC]]]
-    ts_events = [events[i] for i in per_topic[by_key[TASK_STATE_TOPIC]]] if needs_task else []
-    if not js_events:
-        raise BagError(f'{path}: no message on {by_key[JOINT_STATES_TOPIC]}; nothing to '
-                       f'learn from')
-
-    bag_task = task_state_names(path, ts_events) if needs_task else ()
-    if layout is None:
-        layout = StateLayout.for_robot(spec, bag_task if task_names is None else task_names)
-    try:
-        joints = joint_state_series([(t, m) for _, t, m in js_events], spec.joint_names)
-        task = joint_state_series([(t, m) for _, t, m in ts_events], bag_task)
-    except BagError as exc:
-        raise BagError(f'{path}: {exc}') from exc
-    states = state_matrix(path, layout, spec, joints, task)
+    bag = read_bag_events(path, bag_info(path), namespace, needs_task)
+    layout, joints, states = bag_states(bag, spec, task_names, layout)
     valid = np.all(np.isfinite(states), axis=1)
-    if by_key[EPISODE_TOPIC]:
-        try:
-            eps = episodes({name: [(t, m) for _, t, m in (events[i] for i in per_topic[name])]
-                            for name in (by_key[EPISODE_TOPIC], marker)},
-                           by_key[EPISODE_TOPIC])
-        except BagError as exc:
-            raise BagError(f'{path}: {exc}') from exc
-        segment_of = split_states(joints, eps).position
-    else:
-        segment_of = np.zeros(len(joints), dtype=np.int64)
-
-    check_action_space(action_space)
-    scaler = ActionScaler(spec)
-    cmd_events = [events[i] for i in per_topic[by_key[COMMAND_TOPIC]]]
-    actions, bad = [], []
-    for _, t, msg in cmd_events:
-        action, reason = command_action(msg, spec, scaler)
-        actions.append(action)
-        if action is None:
-            bad.append((t, reason))
+    segment_of = state_segments(bag, joints)
+    commands, bad = bag_commands(bag, spec)
     if bad:
         log.warning('%s: skipped %d malformed command(s); first at bag time %d ns: %s',
                     path, len(bad), bad[0][0], bad[0][1])
-
-    # Walk the bag in receive order, replaying what the robot did with each message. A
-    # state of another segment than the one before it had a reset in between: only a
-    # command received after the previous state (pending) survives it.
-    kind = {}
-    for key in (JOINT_STATES_TOPIC, COMMAND_TOPIC):
-        for row, i in enumerate(per_topic[by_key[key]]):
-            kind[i] = (key, row)
-    order = causal_order(kind, js_events, per_topic[by_key[JOINT_STATES_TOPIC]],
-                         cmd_events, per_topic[by_key[COMMAND_TOPIC]])
-    rows: list[tuple[int, np.ndarray, int, int]] = []
-    current: np.ndarray | None = None   # the action in force
-    pending: np.ndarray | None = None   # the newest command since the last state
-    previous: int | None = None         # the segment's last state (row of ``joints``)
-    for i in order:
-        key, row = kind[i]
-        if key == COMMAND_TOPIC:
-            if actions[row] is not None:
-                current = pending = actions[row]
-            continue
-        if previous is not None and segment_of[row] != segment_of[previous]:
-            current, previous = pending, None
-        if previous is not None and current is not None and valid[previous] and valid[row]:
-            rows.append((previous, current, row, int(segment_of[row])))
-        previous, pending = row, None
-    if not rows:
+    first, command, second = replay(bag, commands, segment_of, valid)
+    if len(first) == 0:
         raise BagError(
-            f'{path}: no transition: {len(js_events)} joint_states ({int(valid.sum())} '
-            f'complete states), {len(cmd_events)} commands ({len(bad)} malformed), '
-            f'{len(per_topic[by_key[EPISODE_TOPIC]]) if by_key[EPISODE_TOPIC] else 0} '
-            f'episode messages')
-    first, action, second, segments = zip(*rows)
-    first, second = np.array(first), np.array(second)
-    action = np.stack(action)
-    if action_space == 'delta':  # from the absolute action back to the command, then relative
-        measured = (joints.position if spec.command_interface == 'position'
-                    else joints.velocity)[first][:, spec.actuated_index]
-        action = DeltaActionScaler(spec).to_action(scaler.to_command_unclipped(action),
-                                                   measured)
-    _, episode = np.unique(np.array(segments), return_inverse=True)
-    result = Transitions(states[first], action, states[second], episode,
+            f'{path}: no transition: {len(joints)} joint_states ({int(valid.sum())} '
+            f'complete states), {len(commands)} commands ({len(bad)} malformed), '
+            f'{len(bag.of(EPISODE_TOPIC))} episode messages')
+    actions = command_actions(spec, action_space, command, joints, first)
+    _, episode = np.unique(segment_of[second], return_inverse=True)
+    result = Transitions(states[first], actions, states[second], episode,
                          joints.stamps[first], layout.names, tuple(spec.command_names))
     log.info('%s: %d transitions in %d episodes (%d of %d states incomplete, %d malformed '
              'commands)', path, len(result), len(result.episode_ids()),
@@ -415,16 +338,3 @@ def transitions_from_bags(bag_dirs: Iterable[str | Path], spec: RobotSpec,
         layout = layout if layout is not None else part.layout
         parts.append(part)
     return Transitions.concat(parts), [os.fspath(d.resolve()) for d in dirs]
-
-
-# Helpers --------------------------------------------------------------------------------
-def _topic_name(namespace: str, name: str) -> str:
-    namespace = namespace.strip('/')
-    return f'/{namespace}/{name}' if namespace else name
-
-
-def _matches(available: Iterable[str], name: str) -> bool:
-    """True if ``name`` matches any topic under :func:`resolve_topics`' rule."""
-    if name.startswith('/'):
-        return name in available
-    return any(t == name or t.endswith('/' + name) for t in available)

@@ -10,7 +10,8 @@ store. The store's current model is published on ``learner/checkpoint`` (latched
 it changes: after an accepted training, and after ``dexmpc rollback`` on the store.
 
 Parameters: ``bag_dir`` and ``store_dir`` (``dexmpc up`` fills both from the run folder:
-``<run>/bag``, ``<run>/models``), the schedule, and ``train.*`` (models.training.TrainConfig).
+``<run>/bag``, ``<run>/models``), the schedule, and ``train.*`` (models.training.TrainConfig;
+the model's own settings, a DynamicsConfig, are ``train.model.*``: ``train.model.epochs``).
 
 Shutdown: ``destroy_node`` asks a running training to stop after its current epoch and waits
 up to :data:`STOP_TIMEOUT_S` for the thread. A training stopped this way saves nothing (no
@@ -134,7 +135,8 @@ class LearnerNode(Node):
         if self._stop.is_set():
             # An exception, not the callback's True: train_from_bags would still validate,
             # save and propose a model stopped early.
-            raise _Stopped(f'stopped after epoch {epoch + 1} of {self.train_config.epochs}')
+            epochs = self.train_config.model.epochs
+            raise _Stopped(f'stopped after epoch {epoch + 1} of {epochs}')
 
     def _train(self) -> None:
         start = time.monotonic()

@@ -17,16 +17,16 @@ must match; a corrupt or mismatched checkpoint is refused with the reason on
 ``diagnostics`` and the running model stays); the next tick swaps it in.
 
 Ticks. By default a timer at the control rate plans on the newest observation; ticks that
-come later than 1.5 periods after the previous one are counted as missed. With
-``tick_on_state`` the node plans once per new observation instead (``joint_states`` and,
-once the robot has published one, the ``task_state`` of the same stamp; subscriptions keep
-only the newest message, so a slow plan skips states rather than queueing them), and
-counts every state it never answered (stamp gaps over 1.5 periods) as missed. That is the
-mode for a twin in lockstep (twin_node.py), which steps only once its last state is
-answered: a timer would plan on the previous state as soon as /clock moves and never answer
-the newest one. Missed ticks are logged; those that fall while a checkpoint is loading or
-in the two ticks of its swap are counted apart too (``missed_in_swaps`` on diagnostics),
-since a swap must cost none.
+come later than ``MISSED_TICK_PERIODS`` (core/rate.py) periods after the previous one are
+counted as missed. With ``tick_on_state`` the node plans once per new observation instead
+(``joint_states`` and, once the robot has published one, the ``task_state`` of the same
+stamp; subscriptions keep only the newest message, so a slow plan skips states rather than
+queueing them), and counts every state it never answered (stamp gaps over that many
+periods) as missed. That is the mode for a twin in lockstep (twin_node.py), which steps
+only once its last state is answered: a timer would plan on the previous state as soon as
+/clock moves and never answer the newest one. Missed ticks are logged; those that fall
+while a checkpoint is loading or in the two ticks of its swap are counted apart too
+(``missed_in_swaps`` on diagnostics), since a swap must cost none.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from trajectory_msgs.msg import JointTrajectory
 from dexmpc_ros.control.mpc import MPCConfig, MPCController
 from dexmpc_ros.control.random_walk import RandomWalkConfig, RandomWalkController
 from dexmpc_ros.core.errors import CheckpointError
-from dexmpc_ros.core.rate import RateMeter
+from dexmpc_ros.core.rate import MISSED_TICK_PERIODS, RateMeter
 from dexmpc_ros.core.robot_spec import load_robot_spec
 from dexmpc_ros.core.state_layout import StateLayout
 from dexmpc_ros.learning.checkpoint import load_checkpoint
@@ -186,15 +186,16 @@ class MPCNode(Node):
             return
         if last is not None:
             periods = (stamp - last) * 1e-9 / self.period_s
-            if periods > 1.5:
+            if periods > MISSED_TICK_PERIODS:
                 self._count_missed(int(round(periods)) - 1, stamp - last)
         self._last_state_stamp = stamp
         self._plan()
 
     def _tick(self) -> None:
         now = time.monotonic()
-        if self._last_tick is not None and now - self._last_tick > 1.5 * self.period_s:
-            self._count_missed(1, int((now - self._last_tick) * 1e9))
+        last = self._last_tick
+        if last is not None and now - last > MISSED_TICK_PERIODS * self.period_s:
+            self._count_missed(1, int((now - last) * 1e9))
         self._last_tick = now
         self._plan()
 

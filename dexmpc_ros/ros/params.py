@@ -70,21 +70,38 @@ def config_from_node(node: Node, cls: type[T], prefix: str = '') -> T:
     """
     Declare a parameter per field of dataclass ``cls`` and build the config.
 
-    Fields defaulting to None are declared as ints with ``NONE_INT`` standing for None
-    (used for RNG seeds). Raises ConfigError naming the node and parameter on invalid
-    values.
+    A field whose default is itself a dataclass (a nested config, e.g. the planner's
+    settings inside the MPC's) becomes a group of parameters ``<prefix><field>.<name>``,
+    with that default's values as defaults, built and validated before ``cls``. Fields
+    defaulting to None are declared as ints with ``NONE_INT`` standing for None (used for
+    RNG seeds). Raises ConfigError naming the node and parameter on invalid values.
     """
+    defaults = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            defaults[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            defaults[f.name] = f.default_factory()
+        else:
+            raise TypeError(f'{cls.__name__}.{f.name} needs a default to be a ROS parameter')
+    return _build(node, cls, defaults, prefix)
+
+
+def _build(node: Node, cls: type[T], defaults: dict[str, Any], prefix: str) -> T:
+    """``cls`` from parameters ``<prefix><name>`` declared with ``defaults``."""
     docs = field_docs(cls)
     values = {}
-    for f in dataclasses.fields(cls):
-        default = f.default
-        if default is dataclasses.MISSING:
-            raise TypeError(f'{cls.__name__}.{f.name} needs a default to be a ROS parameter')
+    for name, default in defaults.items():
+        if dataclasses.is_dataclass(default) and not isinstance(default, type):
+            values[name] = _build(node, type(default), {
+                f.name: getattr(default, f.name) for f in dataclasses.fields(default)},
+                f'{prefix}{name}.')
+            continue
         ros_default = NONE_INT if default is None else default
-        value = declare(node, prefix + f.name, ros_default, docs.get(f.name, ''))
+        value = declare(node, prefix + name, ros_default, docs.get(name, ''))
         if default is None and value == NONE_INT:
             value = None
-        values[f.name] = value
+        values[name] = value
     try:
         return cls(**values)
     except (TypeError, ValueError) as exc:

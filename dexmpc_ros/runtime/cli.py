@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from dexmpc_ros.core.errors import BagError, CheckpointError, ConfigError, DexmpcError
 from dexmpc_ros.core.robot_spec import available_robots, load_robot_spec
+from dexmpc_ros.learning.dynamics.config import DynamicsConfig
 from dexmpc_ros.learning.store import CheckpointStore
 from dexmpc_ros.learning.dynamics.training import TrainConfig, train_from_bags
 from dexmpc_ros.runtime.domains import DomainBusyError, claim_domain
@@ -84,16 +85,16 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument('bags', nargs='+', type=Path, help='rosbag2 directories')
     train.add_argument('--robot', required=True, help='robot spec name or YAML path')
     train.add_argument('--store', type=Path, required=True, help='checkpoint store directory')
-    train.add_argument('--epochs', type=int, default=TrainConfig.epochs)
-    train.add_argument('--ensemble', type=int, default=TrainConfig.ensemble_size,
+    train.add_argument('--epochs', type=int, default=DynamicsConfig.epochs)
+    train.add_argument('--ensemble', type=int, default=DynamicsConfig.ensemble_size,
                        help='ensemble members')
-    train.add_argument('--hidden', type=int, nargs='+', default=list(TrainConfig.hidden),
+    train.add_argument('--hidden', type=int, nargs='+', default=list(DynamicsConfig.hidden),
                        help='hidden layer widths')
     train.add_argument('--holdout', type=float, default=TrainConfig.holdout,
                        help='fraction of episodes held out for validation')
     train.add_argument('--horizon', type=int, default=TrainConfig.horizon,
                        help='steps of the open-loop validation error')
-    train.add_argument('--seed', type=int, default=TrainConfig.seed)
+    train.add_argument('--seed', type=int, default=DynamicsConfig.seed)
     train.add_argument('--threads', type=int, default=0,
                        help='torch threads (0: torch\'s default)')
     train.add_argument('--quiet', action='store_true', help='no progress bar')
@@ -112,12 +113,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train from bags, print the validation and whether the store accepted the model."""
-    config = TrainConfig(ensemble_size=args.ensemble, hidden=tuple(args.hidden),
-                         epochs=args.epochs, holdout=args.holdout, horizon=args.horizon,
-                         seed=args.seed, threads=args.threads)
+    model = DynamicsConfig(ensemble_size=args.ensemble, hidden=tuple(args.hidden),
+                           epochs=args.epochs, seed=args.seed, threads=args.threads)
+    config = TrainConfig(model=model, holdout=args.holdout, horizon=args.horizon)
     spec = load_robot_spec(args.robot)
     store = CheckpointStore(args.store)
-    with tqdm(total=config.epochs, unit='epoch', disable=args.quiet, desc='training') as bar:
+    with tqdm(total=model.epochs, unit='epoch', disable=args.quiet, desc='training') as bar:
         def progress(epoch: int, loss: float) -> None:
             bar.set_postfix(loss=f'{loss:.4g}')
             bar.update(1)

@@ -65,14 +65,15 @@ import numpy as np
 
 from dexmpc_ros.core.files import write_text_atomic
 from dexmpc_ros.data.bag_reader import Stamped, bag_info
+from dexmpc_ros.runtime.episode_record import EpisodeRecord
 from dexmpc_ros.runtime.report_content import render_html, render_markdown, report_blocks
 from dexmpc_ros.runtime.report_plots import PLOTS, plot_all
 from dexmpc_ros.runtime.run_bag import (diagnostics_of, episode_records, episode_steps_of,
                                         group_episodes, mark_evaluations, planning_swaps,
                                         read_checkpoints, read_run_bag, task_of)
-from dexmpc_ros.runtime.run_records import (REPORT_DIR, SUCCESS_RULES, EpisodeRecord, Report,
-                                            RunOutcome, load_spec, node_names, node_verdicts,
-                                            read_outcome, write_outcome)
+from dexmpc_ros.runtime.run_records import (REPORT_DIR, SUCCESS_RULES, Report, RunOutcome,
+                                            load_spec, node_names, node_verdicts, read_outcome,
+                                            write_outcome)
 
 
 # Building ----------------------------------------------------------------------------------

@@ -12,8 +12,10 @@ from datetime import datetime
 from pathlib import Path
 import numpy as np
 
+from dexmpc_ros.core.rate import MISSED_TICK_PERIODS
 from dexmpc_ros.runtime.run_bag import number, planning_windows
-from dexmpc_ros.runtime.run_records import EpisodeRecord, Report
+from dexmpc_ros.runtime.episode_record import EpisodeRecord
+from dexmpc_ros.runtime.run_records import Report
 
 
 # Content -----------------------------------------------------------------------------------
@@ -218,7 +220,7 @@ def _planner(report: Report, plots: dict[str, str]) -> list[Block]:
              f'{_fmt(_nanmax(p50), ".2f")} ms',
              f'p99 planning time: median {_fmt(_nanmedian(p99), ".2f")} ms, worst window '
              f'{_fmt(_nanmax(p99), ".2f")} ms',
-             f'missed ticks (> 1.5 periods apart): {_fmt(missed, "g")} of '
+             f'missed ticks (> {MISSED_TICK_PERIODS:g} periods apart): {_fmt(missed, "g")} of '
              f'{_fmt(ticks, "g")} commands; during checkpoint swaps: '
              f'{last.get("missed_in_swaps", "?")}',
              f'checkpoints swapped in: {last.get("swaps", "?")}, refused: '

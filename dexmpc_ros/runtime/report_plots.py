@@ -15,7 +15,8 @@ import numpy as np
 from dexmpc_ros.core.errors import ConfigError
 from dexmpc_ros.runtime.report_content import file_name
 from dexmpc_ros.runtime.run_bag import number, planning_windows
-from dexmpc_ros.runtime.run_records import EpisodeRecord, Report
+from dexmpc_ros.runtime.episode_record import EpisodeRecord
+from dexmpc_ros.runtime.run_records import Report
 
 PLOTS = ('returns.png', 'validation.png', 'planning.png')
 _MODE_COLORS = {'explore': 'C0', 'plan': 'C1', 'wait': 'C7', 'no mpc': 'C2'}

@@ -21,8 +21,9 @@ from dexmpc_ros.core.errors import BagError
 from dexmpc_ros.data.bag_reader import (Stamped, bag_info, episodes, joint_state_series,
                                         read_bag, resolve_topics, split_states, split_ticks)
 from dexmpc_ros.learning.store import HISTORY_FILE, CheckpointStore, Entry
-from dexmpc_ros.runtime.run_records import (SUCCESS_RULES, EpisodeRecord, Group, SuccessRule,
-                                            Swap, load_spec, node_names, node_params)
+from dexmpc_ros.runtime.episode_record import EpisodeRecord
+from dexmpc_ros.runtime.run_records import (SUCCESS_RULES, Group, SuccessRule, Swap, load_spec,
+                                            node_names, node_params)
 
 _SWAP_LINE = r'\[(\d+(?:\.\d+)?)\] \[{name}\]: now planning with (.+?)\s*$'
 

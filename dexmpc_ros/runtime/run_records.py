@@ -1,7 +1,8 @@
 """
 What a run did, as data, and the reading of its run folder (runtime/runner.py).
 
-The records the report is built from (:class:`EpisodeRecord`, :class:`Group`,
+The records the report is built from (:class:`Group` of
+:class:`~dexmpc_ros.runtime.episode_record.EpisodeRecord`,
 :class:`RunOutcome`, :class:`NodeVerdict`, the success rules per task) and the readers of
 the folder beside the bag: ``spec.yaml``, ``report/outcome.json``, the node logs and the
 git commit. The bag is read by runtime/run_bag.py; the report is runtime/report.py.
@@ -23,6 +24,7 @@ import yaml
 from dexmpc_ros.core.errors import ConfigError
 from dexmpc_ros.core.files import write_text_atomic
 from dexmpc_ros.learning.store import Entry
+from dexmpc_ros.runtime.episode_record import EpisodeRecord
 
 REPORT_DIR = 'report'
 OUTCOME_FILE = 'outcome.json'
@@ -55,46 +57,6 @@ class Swap:
 
     t_ns: int
     checkpoint: str
-
-
-@dataclass(frozen=True)
-class EpisodeRecord:
-    """
-    One finished episode.
-
-    Attributes:
-        episode: the twin's episode number.
-        start_ns: bag time of its ``episode`` message.
-        end_ns: bag time of the next one.
-        steps: env steps (rewards received in it).
-        episode_return: sum of its rewards (NaN without a ``reward`` topic).
-        final_error: ``|task_state[rule.entry]|`` at its last step (None without a rule).
-        success: the rule's verdict (None without a rule).
-        swap: swaps before it started (0: no model yet); indexes the run's swap list.
-        checkpoint: the checkpoint in force when it started (None: no model yet).
-        env_steps: env steps recorded up to its end, counted over the whole bag.
-        partial: the recording started during it (left out of statistics).
-        evaluation: planned with the mpc node's ``action_noise`` off (its ``eval_every``
-            divides the episode number).
-    """
-
-    episode: int
-    start_ns: int
-    end_ns: int
-    steps: int
-    episode_return: float
-    final_error: float | None
-    success: bool | None
-    swap: int
-    checkpoint: str | None
-    env_steps: int
-    partial: bool = False
-    evaluation: bool = False
-
-    @property
-    def planned(self) -> bool:
-        """True when a learned model was in force at its start."""
-        return self.checkpoint is not None
 
 
 @dataclass

@@ -15,7 +15,7 @@ MuJoCo twin the way the robot sees it through the safety supervisor.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, Protocol
 
@@ -30,6 +30,7 @@ from dexmpc_ros.core.types import Observation
 from dexmpc_ros.learning.dynamics.model import DeltaDynamics
 from dexmpc_ros.learning.dynamics.config import DynamicsConfig
 from dexmpc_ros.learning.torch_threads import torch_threads
+from dexmpc_ros.runtime.episode_record import EpisodeRecord
 
 
 class StepEnv(Protocol):
@@ -166,22 +167,6 @@ class LoopConfig:
     threads: int = 1
 
 
-@dataclass
-class EpisodeRecord:
-    """One finished episode."""
-
-    index: int
-    iteration: int          # -1: exploration
-    steps: int
-    env_steps: int          # cumulative, this episode included
-    ret: float
-    success: bool
-    plan_ms: float          # mean planning time per step (nan while exploring)
-    extra: dict[str, Any] = field(default_factory=dict)  # mean_abs_action_change: mean
-    # |a_t - a_{t-1}| over steps and joints (PDDM: filtering with beta < 1 lowers it)
-    evaluation: bool = False  # an MPC episode without action noise (LoopConfig.eval_every)
-
-
 class Dataset:
     """Aggregated transitions, episode by episode."""
 
@@ -285,8 +270,9 @@ def run_loop(env: StepEnv, planner: SamplingPlanner, reward: Callable,
         actions = transitions['actions']
         smoothness = (float(np.mean(np.abs(np.diff(actions, axis=0)))) if len(actions) > 1
                       else float('nan'))
-        record = EpisodeRecord(len(records), iteration, len(actions), env_steps, ret, success,
-                               ms, {'mean_abs_action_change': smoothness}, evaluation)
+        record = EpisodeRecord(episode=len(records), steps=len(actions), env_steps=env_steps,
+                               episode_return=ret, success=success, evaluation=evaluation,
+                               iteration=iteration, plan_ms=ms, action_change=smoothness)
         records.append(record)
         if on_episode is not None:
             on_episode(record)

@@ -31,13 +31,16 @@ from dexmpc_ros.control.planners.base import (PlannerConfig, RewardFn, RolloutMo
 
 
 @dataclass(frozen=True)
-class CEMConfig(PlannerConfig):
+class CEMOptions:
     """
-    CEM settings (PDDM defaults where it has them).
+    What CEM adds to the shared sampling settings (PDDM defaults where it has them).
+
+    The MPC nests these as its ``cem`` settings (the mpc node's ``cem.*`` parameters).
 
     Attributes:
         iterations: Gaussian refits per control step.
-        num_elites: sequences of highest return the Gaussian is refit on.
+        num_elites: sequences of highest return the Gaussian is refit on (at most the
+            number of samples).
         init_std: sampling std at the start of each control step (normalized actions).
         alpha: weight of the previous mean/std in each refit (0 = elites only).
         min_std: floor of the refit std, so the search never collapses entirely.
@@ -50,18 +53,28 @@ class CEMConfig(PlannerConfig):
     min_std: float = 1e-3
 
     def __post_init__(self) -> None:
-        super().__post_init__()
         if self.iterations < 1:
             raise ValueError(f'iterations must be >= 1, got {self.iterations}')
-        if not 1 <= self.num_elites <= self.num_samples:
-            raise ValueError(f'num_elites must be in [1, num_samples={self.num_samples}], '
-                             f'got {self.num_elites}')
+        if self.num_elites < 1:
+            raise ValueError(f'num_elites must be >= 1, got {self.num_elites}')
         if not self.init_std > 0.0:
             raise ValueError(f'init_std must be > 0, got {self.init_std}')
         if not 0.0 <= self.alpha < 1.0:
             raise ValueError(f'alpha must be in [0, 1), got {self.alpha}')
         if not 0.0 <= self.min_std <= self.init_std:
             raise ValueError(f'min_std must be in [0, init_std], got {self.min_std}')
+
+
+@dataclass(frozen=True)
+class CEMConfig(CEMOptions, PlannerConfig):
+    """CEM settings: the shared ones (:class:`PlannerConfig`) and :class:`CEMOptions`."""
+
+    def __post_init__(self) -> None:
+        PlannerConfig.__post_init__(self)
+        CEMOptions.__post_init__(self)
+        if self.num_elites > self.num_samples:
+            raise ValueError(f'num_elites must be in [1, num_samples={self.num_samples}], '
+                             f'got {self.num_elites}')
 
 
 class CEMPlanner(SamplingPlanner):

@@ -95,9 +95,11 @@ def _weighted_mean_prediction(weights: Tensor, states: Tensor) -> Tensor:
 
 
 @dataclass(frozen=True)
-class MPPIConfig(PlannerConfig):
+class MPPIOptions:
     """
-    Filtered MPPI settings (PDDM baoding defaults).
+    What filtered MPPI adds to the shared sampling settings (PDDM baoding defaults).
+
+    The MPC nests these as its ``mppi`` settings (the mpc node's ``mppi.*`` parameters).
 
     Attributes:
         kappa: reward-weighting temperature, > 0.
@@ -113,13 +115,21 @@ class MPPIConfig(PlannerConfig):
     sample_velocities: bool = False
 
     def __post_init__(self) -> None:
-        super().__post_init__()
         if not self.kappa > 0.0:
             raise ValueError(f'kappa must be > 0, got {self.kappa}')
         if not self.sigma > 0.0:
             raise ValueError(f'sigma must be > 0, got {self.sigma}')
         if not 0.0 < self.beta <= 1.0:
             raise ValueError(f'beta must be in (0, 1], got {self.beta}')
+
+
+@dataclass(frozen=True)
+class MPPIConfig(MPPIOptions, PlannerConfig):
+    """Filtered MPPI settings: the shared :class:`PlannerConfig` and :class:`MPPIOptions`."""
+
+    def __post_init__(self) -> None:
+        PlannerConfig.__post_init__(self)
+        MPPIOptions.__post_init__(self)
 
 
 class MPPIPlanner(SamplingPlanner):

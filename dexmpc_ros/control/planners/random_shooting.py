@@ -24,7 +24,12 @@ from dexmpc_ros.control.planners.base import (PlannerConfig, RewardFn, RolloutMo
 
 
 @dataclass(frozen=True)
-class RandomShootingConfig(PlannerConfig):
+class RandomShootingOptions:
+    """Random shooting adds nothing to the shared sampling settings (the MPC nests it)."""
+
+
+@dataclass(frozen=True)
+class RandomShootingConfig(RandomShootingOptions, PlannerConfig):
     """Random shooting needs only the shared settings (H, N, penalties, seed)."""
 
 

@@ -41,9 +41,8 @@ class DynamicsConfig:
         seed: seed of the model's private RNGs (initialization, shuffling, noise).
         threads: torch intra-op threads during model calls; 0 leaves torch's setting.
             On a machine whose cores are shared with other busy processes (MuJoCo, other
-            nodes) use 1: spinning OpenMP threads that get descheduled made a 2-thread
-            rollout 10x slower on 2 cores (measured p50 17 ms alone, 187 ms next to one
-            busy process; 1 thread: 27-30 ms either way; ``OMP_WAIT_POLICY=PASSIVE`` in
+            nodes) use 1: spinning OpenMP threads that get descheduled slow a multi-thread
+            rollout down many times (runtime/ros_env.py; ``OMP_WAIT_POLICY=PASSIVE`` in
             the environment also avoids it).
     """
 

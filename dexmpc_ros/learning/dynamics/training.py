@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,55 +37,39 @@ from dexmpc_ros.learning.dynamics.config import DynamicsConfig
 from dexmpc_ros.learning.store import CheckpointStore, Entry
 
 
+def learner_model() -> DynamicsConfig:
+    """The model a training fits by default: DynamicsConfig's defaults on 1 torch thread."""
+    return DynamicsConfig(threads=1)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """
     Learner settings (PDDM: papers.md §7.3; ``dexmpc train`` flags, learner parameters).
 
     Attributes:
-        ensemble_size: E members.
-        hidden: hidden layer widths.
-        epochs: training passes over the data.
-        batch_size: minibatch size.
-        lr: Adam learning rate.
-        noise_to_signal: training noise std as a fraction of |mean| per dimension.
+        model: the ensemble and its fitting (members, widths, epochs, batch size, lr,
+            training noise, seed, torch threads): a :class:`DynamicsConfig`, saved in the
+            checkpoint; the learner node's ``train.model.*`` parameters.
         holdout: fraction of episodes held out for validation (the newest ones).
         horizon: H of the validation's open-loop prediction error.
-        min_improvement: a new model must cut the current score by this fraction.
-        seed: initialization, shuffling and split seed.
-        threads: torch threads while training (0: leave torch's setting).
         action_space: how commands become model actions: ``absolute`` or ``delta``
             (core/action_space.py); stored in the manifest, the MPC must use the same.
     """
 
-    ensemble_size: int = 3
-    hidden: tuple[int, ...] = (250, 250)
-    epochs: int = 40
-    batch_size: int = 512
-    lr: float = 1e-3
-    noise_to_signal: float = 0.01
+    model: DynamicsConfig = field(default_factory=learner_model)
     holdout: float = 0.2
     horizon: int = 7
-    min_improvement: float = 0.0
-    seed: int = 0
-    threads: int = 1
     action_space: str = 'absolute'
 
     def __post_init__(self) -> None:
         check_action_space(self.action_space)
+        if not isinstance(self.model, DynamicsConfig):
+            raise ValueError(f'model must be a DynamicsConfig, got {self.model!r}')
         if not 0.0 < self.holdout < 1.0:
             raise ValueError(f'holdout must be in (0, 1), got {self.holdout!r}')
         if not (isinstance(self.horizon, int) and self.horizon >= 1):
             raise ValueError(f'horizon must be an int >= 1, got {self.horizon!r}')
-        object.__setattr__(self, 'hidden', tuple(int(h) for h in self.hidden))
-        self.dynamics()  # the model config validates the rest, naming the bad value
-
-    def dynamics(self) -> DynamicsConfig:
-        """The model part of this config."""
-        return DynamicsConfig(ensemble_size=self.ensemble_size, hidden=self.hidden,
-                              epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-                              noise_to_signal=self.noise_to_signal, seed=self.seed,
-                              threads=self.threads)
 
 
 @dataclass
@@ -133,7 +117,7 @@ def train_from_bags(bags: Sequence[str | Path], spec: RobotSpec, store: Checkpoi
     if len(train) == 0 or len(validation) == 0:
         raise ValueError(f'need at least 2 episodes to train and validate, got '
                          f'{len(data.episode_ids())} in {len(sources)} bag(s)')
-    model = DeltaDynamics(len(data.state_names), len(data.action_names), config.dynamics())
+    model = DeltaDynamics(len(data.state_names), len(data.action_names), config.model)
     losses = model.fit(train.states, train.actions, train.next_states, on_epoch=on_epoch)
     unit = _error_unit(data)
     metrics = _validate(model, validation, config.horizon, unit)
