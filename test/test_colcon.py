@@ -17,6 +17,7 @@ for every shipped experiment, not a list kept here.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -58,8 +59,9 @@ def colcon_build(workspace: Path) -> subprocess.CompletedProcess:
 @pytest.fixture(scope='module')
 def workspace(tmp_path_factory) -> Path:
     """A colcon workspace with this package built into ``install/``."""
-    pytest.importorskip('colcon_core', reason='colcon-core missing: run `make setup` '
-                        '(requirements.lock pins colcon-core, colcon-ros, colcon-bash)')
+    if importlib.util.find_spec('colcon_core') is None:
+        pytest.fail('colcon-core is not installed: run `make setup` (requirements.lock pins '
+                    'colcon-core, colcon-ros, colcon-bash and ros-jazzy-ament-package)')
     root = tmp_path_factory.mktemp('colcon_ws')
     done = colcon_build(root)
     assert done.returncode == 0, f'colcon build failed:\n{done.stdout}\n{done.stderr}'
