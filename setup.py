@@ -61,11 +61,22 @@ def tree(directory: str) -> list:
     return entries
 
 
+def package_data() -> list:
+    """Every non-Python file inside the package (the twins' MuJoCo models), relative to it.
+
+    Listed file by file rather than by glob: old setuptools (Humble's) has no ``**``, and a
+    pattern naming today's folders would silently drop files that move.
+    """
+    return sorted(os.path.relpath(os.path.join(root, f), PACKAGE)
+                  for root, _, files in os.walk(PACKAGE) for f in files
+                  if not f.endswith(('.py', '.pyc')))
+
+
 setup(
     name=PACKAGE,
     version='0.1.0',
     packages=find_packages(exclude=['test', 'test.*']),
-    package_data={PACKAGE: ['robots/*/assets/*.xml']},
+    package_data={PACKAGE: package_data()},
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
         ('share/' + PACKAGE, ['package.xml']),

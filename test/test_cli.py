@@ -50,3 +50,12 @@ def test_bad_override(tmp_path):
                     '--output', str(tmp_path / 'run'))
     assert result.returncode == 2
     assert "no node 'nobody'" in result.stderr
+
+
+def test_up_help_documents_every_exit_status():
+    result = dexmpc('up', '--help')
+    assert result.returncode == 0, result.stderr
+    help_text = result.stdout[result.stdout.index('exit status:'):]
+    codes = [line.split()[0] for line in help_text.splitlines()[1:] if line[2:3].isdigit()]
+    assert codes == ['0', '1', '2', '3'], help_text
+    assert 'still e-stopped at the end' in help_text and 'ERROR' in help_text

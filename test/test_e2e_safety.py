@@ -1,11 +1,12 @@
 """
 End to end, safety: an outside rclpy node attacks `command_raw` and pulls the e-stop
-while `dexmpc up` runs the WidowX twin; assertions on `command` and on the twin's
-measured joints.
+while `dexmpc up` runs the WidowX twin; assertions on `command`, on the twin's
+measured joints and on the run's exit status (3: it ended e-stopped).
 """
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from dexmpc_ros.data.bag_reader import read_bag  # noqa: E402
 from dexmpc_ros.ros import convert  # noqa: E402
 from dexmpc_ros.ros.fault_trials import first_hold  # noqa: E402
 from dexmpc_ros.ros.probe import GraphProbe  # noqa: E402
+from dexmpc_ros.runtime.run_health import EXIT_UNHEALTHY  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
@@ -51,6 +53,7 @@ def attacks(spec, now_ns):
 def test_attacks_never_reach_robot_and_estop_stops_joints(tmp_path, ros_env, ros_domain):
     spec = load_robot_spec('widowx')
     low, high = spec.limits_array('lower'), spec.limits_array('upper')
+    t_started_ns = time.time_ns()
     proc = subprocess.Popen(
         [sys.executable, '-m', 'dexmpc_ros.runtime.cli', 'up', 'widowx_scripted_sim',
          '--duration', '30', '--output', str(tmp_path / 'run'), '--quiet'],
@@ -83,9 +86,17 @@ def test_attacks_never_reach_robot_and_estop_stops_joints(tmp_path, ros_env, ros
         listened_until_ns = commands[-1][0]
     finally:
         probe.close()
+        t_stopped_ns = time.time_ns()
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=90)
-    assert proc.returncode == 0, out + err
+    # The run ended e-stopped: `dexmpc up` says so and exits 3 (README "Run exit status").
+    assert proc.returncode == EXIT_UNHEALTHY, out + err
+    reason = re.search(r'safety e-stopped at ([0-9.]+) s: estop: e-stop received '
+                       r'\(still e-stopped at the end\)', err)
+    assert reason, err
+    assert 'FAILED (exit 3): robot not healthy' in err
+    # seconds since the run started: after the 20 commands and the 2 s of attacks
+    assert 2.0 < float(reason.group(1)) < (t_stopped_ns - t_started_ns) * 1e-9, err
     # The twin's measured joints, from the bag (receive times on the wall clock). The arm
     # settles on the hold for SETTLE_STEPS twin steps (counted in steps, i.e. sim time: a
     # twin slowed by CPU load gets as many), then must stay still.

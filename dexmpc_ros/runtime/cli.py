@@ -34,8 +34,19 @@ from dexmpc_ros.runtime.domains import DomainBusyError, claim_domain
 from dexmpc_ros.runtime.experiment import Experiment, describe_experiments, load_experiment
 from dexmpc_ros.runtime.report import write_report
 from dexmpc_ros.runtime.run_records import RunOutcome, git_commit, has_reported_node
-from dexmpc_ros.runtime.runner import ExperimentRunner, RunResult, default_run_dir
+from dexmpc_ros.runtime.runner import (EXIT_NODE_FAILED, EXIT_OK, EXIT_UNHEALTHY,
+                                       ExperimentRunner, RunResult, default_run_dir)
 from dexmpc_ros.runtime.status import format_status
+
+#: user errors (bad experiment, --set, --duration, a held ROS domain): one line, no traceback
+EXIT_USAGE = 2
+UP_EXIT_STATUS = f"""exit status:
+  {EXIT_OK}  every node ran to the end (or to Ctrl-C), stopped cleanly, robot healthy
+  {EXIT_NODE_FAILED}  a node died or did not stop cleanly (named, with the end of its log)
+  {EXIT_USAGE}  user error: unknown experiment, bad --set/--duration, ROS domain in use
+  {EXIT_UNHEALTHY}  robot not healthy: the safety supervisor was still e-stopped at the end, or
+     a node (driver, hand, recorder, camera) reported ERROR during the run; printed:
+     which node, when, what. An e-stop reset during the run is printed, not a failure."""
 
 
 def _domain_id(text: str) -> int | str:
@@ -68,7 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest='command', required=True)
     sub.add_parser('list', help='list experiments')
     sub.add_parser('robots', help='list robot specs')
-    up = sub.add_parser('up', help='run an experiment: every node in its own process')
+    up = sub.add_parser('up', help='run an experiment: every node in its own process',
+                        epilog=UP_EXIT_STATUS,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     up.add_argument('experiment', help='experiment name (see `dexmpc list`) or YAML path')
     up.add_argument('--duration', type=float, default=None,
                     help='stop after S seconds (default: the spec\'s duration_s)')
@@ -247,7 +260,7 @@ class _LiveStatus:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    """Run an experiment; exit code 0 only if every node ran to the end."""
+    """Run an experiment; the exit status is the run's (``UP_EXIT_STATUS``)."""
     experiment = load_experiment(args.experiment, args.overrides)
     duration = args.duration if args.duration is not None else experiment.duration_s
     if duration <= 0:
@@ -275,8 +288,10 @@ def _up(args: argparse.Namespace, experiment: Experiment, duration: float, run_d
         print('final: ' + format_status(time.monotonic() - status.start, result.last_status,
                                         status.node_names))
     print(f'run folder: {run_dir}')
-    if result.exit_code != 0:
-        print(f'FAILED: {result.reason}', file=sys.stderr)
+    for note in result.notes:
+        print(f'note: {note}')
+    if result.exit_code != EXIT_OK:
+        print(f'FAILED (exit {result.exit_code}): {result.reason}', file=sys.stderr)
     report_after_up(experiment, run_dir, _outcome(result, runner, stop.is_set(), duration,
                                                   elapsed, commit))
     return result.exit_code
@@ -301,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_up(args)
     except (ConfigError, FileExistsError, CheckpointError, BagError, DomainBusyError) as exc:
         print(f'dexmpc: error: {exc}', file=sys.stderr)
-        return 2
+        return EXIT_USAGE
 
 
 if __name__ == '__main__':

@@ -11,7 +11,10 @@ Run folder (``runs/<time>-<name>/`` by default)::
     params.yaml    the ROS parameter file every node was started with
     logs/<node>.log  stdout+stderr of each node
     bag/           the rosbag2 (MCAP) written by the recorder
-    status.jsonl   the status lines, one per second
+    status.jsonl   the status lines, one per second (and one per safety/fault event)
+
+Exit codes of a run (``dexmpc up`` returns them; 2 is the CLI's, for user errors):
+:data:`EXIT_OK`, :data:`EXIT_NODE_FAILED`, :data:`EXIT_UNHEALTHY` (runtime/run_health.py).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import yaml
 from dexmpc_ros.runtime.experiment import (Experiment, NodeDescription, node_descriptions,
                                            ros_params_file)
 from dexmpc_ros.runtime.ros_env import ros_environment
+from dexmpc_ros.runtime.run_health import EXIT_UNHEALTHY, RunHealth
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +47,22 @@ log = logging.getLogger(__name__)
 #: hil world after the driver, which still talks to its emulator while it stops)
 STOP_LAST = ('twin', 'hil_world', 'recorder')
 STATUS_MODULE = 'dexmpc_ros.ros.status_node'
+#: every node ran to the end and stopped cleanly, and the robot stayed healthy
+EXIT_OK = 0
+#: a node died during the run or did not stop cleanly
+EXIT_NODE_FAILED = 1
 
 
 @dataclass
 class RunResult:
-    """Outcome of a run."""
+    """Outcome of a run; ``notes`` are worth printing but did not fail it."""
 
     run_dir: Path
     exit_code: int
     failed_node: str | None = None
     reason: str = ''
     last_status: dict[str, Any] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
 
 def default_run_dir(experiment: Experiment, root: str | Path = 'runs') -> Path:
@@ -96,6 +105,9 @@ class ExperimentRunner:
         self._status_proc: subprocess.Popen | None = None
         self._status_thread: threading.Thread | None = None
         self.last_status: dict[str, Any] = {}
+        self.health = RunHealth(time.time(), tuple(
+            d.name for d in self.descriptions if d.kind == 'safety'))
+        self._stopping_at: float | None = None
 
     def _command(self, module: str, name: str, params: bool = True) -> list[str]:
         cmd = [sys.executable, '-m', module, '--ros-args', '-r', f'__node:={name}']
@@ -105,6 +117,7 @@ class ExperimentRunner:
 
     def start(self) -> None:
         """Start every node (own process group each, so Ctrl-C reaches only the runner)."""
+        self.health.start_s = time.time()
         for desc in self.descriptions:
             logfile = open(self.run_dir / 'logs' / f'{desc.name}.log', 'wb')  # noqa: SIM115
             self._logs.append(logfile)
@@ -129,6 +142,7 @@ class ExperimentRunner:
                 except json.JSONDecodeError:
                     continue
                 self.last_status = status
+                self.health.observe(status)
                 out.write(line.decode() if isinstance(line, bytes) else line)
                 out.flush()
                 if self.on_status is not None:
@@ -153,6 +167,8 @@ class ExperimentRunner:
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """SIGINT controllers first, then twin / hil world, then recorder; SIGKILL stragglers."""
+        if self._stopping_at is None:
+            self._stopping_at = time.time()
         order = {kind: i + 1 for i, kind in enumerate(STOP_LAST)}
         groups: dict[int, list[str]] = {}
         for desc in self.descriptions:
@@ -161,6 +177,8 @@ class ExperimentRunner:
             self._interrupt(groups[rank], timeout_s)
         if self._status_proc is not None:
             self._interrupt_proc(self._status_proc, 3.0)
+        if self._status_thread is not None:
+            self._status_thread.join(3.0)   # the status lines still in the pipe
         for logfile in self._logs:
             logfile.close()
 
@@ -195,8 +213,11 @@ class ExperimentRunner:
         Start, watch for ``duration_s`` (or until ``stop_event``), stop.
 
         Returns:
-            exit code 0 when every node lived to the end and stopped cleanly; 1 naming the
-            first node that died (with the tail of its log in ``reason``).
+            :data:`EXIT_OK` when every node lived to the end and stopped cleanly and the
+            robot stayed healthy; :data:`EXIT_NODE_FAILED` naming the first node that died
+            (with the tail of its log in ``reason``); else :data:`EXIT_UNHEALTHY` with the
+            run-health problems in ``reason`` (the supervisor still e-stopped at the end,
+            a node at ERROR during the run). E-stops reset during the run are ``notes``.
         """
         stop_event = stop_event or threading.Event()
         self.start()
@@ -210,19 +231,27 @@ class ExperimentRunner:
                 time.sleep(poll_s)
         finally:
             self.stop()
+        health = self.health.verdict(end_s=self._stopping_at or time.time())
         if failed is not None:
             name, code = failed
-            return RunResult(self.run_dir, 1, name,
+            return RunResult(self.run_dir, EXIT_NODE_FAILED, name,
                              f'node {name!r} died (exit code {code}); last log lines:\n'
-                             f'{self.log_tail(name)}', self.last_status)
+                             f'{self.log_tail(name)}', self.last_status,
+                             health.problems + health.notes)
         bad = {n: p.returncode for n, p in self.processes.items()
                if p.returncode not in (0, -signal.SIGINT)}
         if bad:
             name, code = next(iter(bad.items()))
-            return RunResult(self.run_dir, 1, name,
+            return RunResult(self.run_dir, EXIT_NODE_FAILED, name,
                              f'node {name!r} did not stop cleanly (exit code {code}); last log '
-                             f'lines:\n{self.log_tail(name)}', self.last_status)
-        return RunResult(self.run_dir, 0, last_status=self.last_status)
+                             f'lines:\n{self.log_tail(name)}', self.last_status,
+                             health.problems + health.notes)
+        if not health.healthy:
+            return RunResult(self.run_dir, EXIT_UNHEALTHY, None,
+                             'robot not healthy: ' + '; '.join(health.problems),
+                             self.last_status, health.notes)
+        return RunResult(self.run_dir, EXIT_OK, last_status=self.last_status,
+                         notes=health.notes)
 
 
 @contextmanager
