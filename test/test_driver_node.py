@@ -410,12 +410,19 @@ def test_roach_driver_through_the_node_link_loss_and_recover(tmp_path, ros_env, 
             emu.lose_link(hears=True)
             status = probe.wait_diag(lambda s: s.level == DiagnosticStatus.ERROR, 'link loss')
             assert 'link lost' in status.message
-            # a faulted reading (the last gyro, not a measurement) publishes no imu
-            probe.spin_for(0.15)
-            imu_before, joints_before = (len(probe.received[t]) for t in ('imu', 'joint_states'))
-            probe.spin_for(0.5)                           # 5 control periods
-            assert len(probe.received['joint_states']) >= joints_before + 3
-            assert len(probe.received['imu']) == imu_before
+            # a faulted reading (the last gyro, not a measurement) publishes no imu: readings
+            # stamped after the fault's report, counted (not a wall-clock window)
+            fault_ns = min(convert.time_to_ns(m.header.stamp)
+                           for _, m in probe.received['diagnostics']
+                           if any(s.name == 'driver' and s.level == DiagnosticStatus.ERROR
+                                  for s in m.status))
+
+            def after_fault(topic: str) -> list:
+                return [m for _, m in probe.received[topic]
+                        if convert.time_to_ns(m.header.stamp) > fault_ns]
+            probe.spin_until(lambda: len(after_fault('joint_states')) >= 5, 30.0,
+                             '5 readings with the link lost')
+            assert not after_fault('imu')
             probe.spin_until(lambda: probe.received['safety/estop'], 5.0, 'safety/estop')
             emu.restore_link()
             answer = None
@@ -470,11 +477,13 @@ def test_roach_imu_gives_the_supervisor_its_body_rate(tmp_path, ros_env, ros_dom
             probe.spin_until(lambda: alive() or len(probe.received['imu']) >= 21, 20.0,
                              '21 imu messages')
             imu = [m for _, m in probe.received['imu']]
-            t_ns = np.array([t for t, _ in probe.received['imu']], dtype=np.int64)
-            rate_hz = (len(t_ns) - 1) / ((t_ns[-1] - t_ns[0]) * 1e-9)
-            assert rate_hz == pytest.approx(spec.control_rate_hz, rel=0.25)
             joint_stamps = {convert.time_to_ns(m.header.stamp)
                             for _, m in probe.received['joint_states']}
+            # at the control rate = one imu per reading (per joint_states stamp), counted;
+            # the wall-clock rate is bench/driver_node_rate.py's
+            imu_stamps = sorted(convert.time_to_ns(m.header.stamp) for m in imu)
+            assert {s for s in joint_stamps if imu_stamps[0] <= s <= imu_stamps[-1]} == \
+                set(imu_stamps)
             for msg in imu:
                 angular, stamp_ns = convert.imu_angular_velocity(msg)
                 assert np.isfinite(angular).all() and stamp_ns in joint_stamps
@@ -499,7 +508,7 @@ def test_roach_imu_gives_the_supervisor_its_body_rate(tmp_path, ros_env, ros_dom
             # The supervisor ramps the speed up (step bound): wait for the full command too,
             # the legs can pass 20 rad/s on the ramp.
             probe.spin_until(lambda: legs_above(20.0) and max(passed(), default=0.0) >= 24.9,
-                             10.0, 'legs at 25 rad/s via safety')
+                             60.0, 'legs at 25 rad/s via safety')  # a wait: load slows it
             assert max(passed()) == pytest.approx(25.0), passed()
         finally:
             if probe is not None:
