@@ -299,14 +299,17 @@ def main() -> int:
         f = run_fuzz_dds(domain, robot, seconds, out)
         domain = domains.fresh()
         report['fuzz_dds'][robot] = f
-        fuzz_rows.append([robot, f['fuzzed'], f['forwarded'], f['samples'], f['violations'],
+        f['fuzzed_per_s'] = f['fuzzed'] / seconds
+        fuzz_rows.append([robot, f['fuzzed'], f['fuzzed_per_s'], f['forwarded'], f['samples'],
+                          f['violations'],
                           f['worst_position'], f['worst_workspace'], f['overspeed'],
                           f['filter_p99_us']])
     total = sum(f['fuzzed'] for f in report['fuzz_dds'].values())
     violations = sum(f['violations'] for f in report['fuzz_dds'].values())
     report['fuzz_dds_total'] = {'fuzzed': total, 'violations': violations}
     table(f'5a. fuzzing over DDS, 1 kHz hostile commands, {seconds:g} s per robot',
-          ['robot', 'fuzzed', 'forwarded', 'states', 'violations', 'worst pos', 'worst box',
+          ['robot', 'fuzzed', 'per wall s', 'forwarded', 'states', 'violations', 'worst pos',
+           'worst box',
            'overspeed', 'filter p99 us'], fuzz_rows)
     print(f'total: {total} fuzzed commands, {violations} limit violations in the measured '
           f'twin states')

@@ -415,11 +415,13 @@ def test_roach_imu_gives_the_supervisor_its_body_rate(tmp_path, ros_env, ros_dom
             probe.spin_until(lambda: alive() or len(probe.received['imu']) >= 21, 20.0,
                              '21 imu messages')
             imu = [m for _, m in probe.received['imu']]
-            t_ns = np.array([t for t, _ in probe.received['imu']], dtype=np.int64)
-            rate_hz = (len(t_ns) - 1) / ((t_ns[-1] - t_ns[0]) * 1e-9)
-            assert rate_hz == pytest.approx(spec.control_rate_hz, rel=0.25)
             joint_stamps = {convert.time_to_ns(m.header.stamp)
                             for _, m in probe.received['joint_states']}
+            # at the control rate = one imu per reading (per joint_states stamp), counted;
+            # the wall-clock rate is bench/driver_node_rate.py's
+            imu_stamps = sorted(convert.time_to_ns(m.header.stamp) for m in imu)
+            assert {s for s in joint_stamps if imu_stamps[0] <= s <= imu_stamps[-1]} == \
+                set(imu_stamps)
             for msg in imu:
                 angular, stamp_ns = convert.imu_angular_velocity(msg)
                 assert np.isfinite(angular).all() and stamp_ns in joint_stamps
@@ -444,7 +446,7 @@ def test_roach_imu_gives_the_supervisor_its_body_rate(tmp_path, ros_env, ros_dom
             # The supervisor ramps the speed up (step bound): wait for the full command too,
             # the legs can pass 20 rad/s on the ramp.
             probe.spin_until(lambda: legs_above(20.0) and max(passed(), default=0.0) >= 24.9,
-                             10.0, 'legs at 25 rad/s via safety')
+                             60.0, 'legs at 25 rad/s via safety')  # a wait: load slows it
             assert max(passed()) == pytest.approx(25.0), passed()
         finally:
             if probe is not None:

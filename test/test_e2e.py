@@ -7,6 +7,7 @@ Fast DDS on localhost, a real MCAP bag. Each test has its own ROS_DOMAIN_ID.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -108,7 +109,21 @@ def test_dead_node_is_named(tmp_path, ros_env):
 def test_sigint_stops_cleanly_with_a_readable_bag(tmp_path, ros_env):
     proc = dexmpc_up('roach_scripted_sim', tmp_path / 'run', ros_env, 120.0, '--quiet',
                      wait=False)
-    time.sleep(8.0)
+    # until the twin has stepped 4 s of sim time (40 states), however long start-up takes
+    status = tmp_path / 'run' / 'status.jsonl'
+    deadline = time.monotonic() + 120.0
+
+    def twin_time_s() -> float:
+        lines = status.read_text().splitlines() if status.exists() else []
+        for line in reversed(lines):
+            try:
+                return float(json.loads(line)['nodes']['twin']['sim_time_s'])
+            except (json.JSONDecodeError, KeyError):
+                continue
+        return 0.0
+    while twin_time_s() < 4.0:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, out + err

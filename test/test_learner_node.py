@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -105,17 +104,15 @@ def test_sigint_during_training_stops_cleanly_and_saves_nothing(tmp_path, ros_do
     finally:
         probe.close()
         proc.send_signal(signal.SIGINT)
-        start = time.monotonic()
         try:
             proc.wait(timeout=STOP_TIMEOUT_S + 10.0)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    stopped_s = time.monotonic() - start
     text = log.read_text()
     assert proc.returncode == 0, text
-    assert stopped_s < STOP_TIMEOUT_S, text     # the thread ended, not the join's timeout
+    assert 'exiting anyway' not in text, text   # the thread ended, not the join's timeout
     assert 'training abandoned at shutdown' in text and 'nothing saved' in text, text
     store = CheckpointStore(tmp_path / 'store')
     assert store.entries == [] and store.current() is None

@@ -100,9 +100,9 @@ def test_mpc_node_plans_swaps_and_refuses(tmp_path, ros_domain):
             pub.publish(String(data=str(corrupt)))
             probe.spin_until(lambda: any(int(convert.diagnostic_values(d)['refused']) == 1
                                          for d in diags), 10.0, 'refusal')
-            count = len(probe.received['controller/plan'])
-            probe.spin_for(2.0)
-            assert len(probe.received['controller/plan']) - count >= 12  # still planning
+            count = len(probe.received['controller/plan'])  # still planning: 12 more plans
+            probe.spin_until(lambda: len(probe.received['controller/plan']) - count >= 12,
+                             60.0, '12 plans after the refusal')
             last = convert.diagnostic_values(diags[-1])
             assert last['checkpoint'] == str(second) and last['swaps'] == '2'
             assert 'sha256' in last['last_error']

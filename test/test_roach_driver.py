@@ -107,9 +107,11 @@ def test_link_loss_sends_zero_thrust_reports_it_and_recovers(driver, emulator):
     assert wait_until(lambda: emulator.sensors().leg_speeds.min() > 25.0)
     lost_at = time.monotonic()
     emulator.lose_link(hears=True)             # robot -> host packets lost
-    assert wait_until(lambda: not driver.link_ok, 2 * T + 0.5)
+    assert wait_until(lambda: not driver.link_ok, 30.0)
     detected = time.monotonic() - lost_at
-    assert T - 0.05 <= detected < T + 0.3     # counted from the last record (50 Hz stream)
+    # not before the budget, counted from the last record (50 Hz stream); how soon after
+    # it is a wall-clock figure: bench/drivers.py (roach link loss reported)
+    assert detected >= T - 0.05
     state = driver.read()
     assert state.faults and 'link lost' in state.faults[0] and state.self_clearing
     assert 'check the robot is powered' in state.faults[0]          # the next step

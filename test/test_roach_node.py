@@ -20,6 +20,7 @@ pytest.importorskip('rclpy')
 
 from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 
+from dexmpc_ros.core.message_fields import stamp_to_ns  # noqa: E402
 from dexmpc_ros.core.robot_spec import load_robot_spec  # noqa: E402
 from dexmpc_ros.wire.pty_link import PtyLink  # noqa: E402
 from dexmpc_ros.robots.roach.firmware import EmulatorConfig, RoachFirmwareEmulator  # noqa: E402
@@ -93,12 +94,16 @@ def lose_and_regain_the_radio(roach: RoachProbe) -> None:
     emu.lose_link(hears=True)                          # robot -> host packets lost
     status = roach.wait_level(ERROR, mark, 'link loss')
     assert 'link lost' in status.message and 'until it clears' in status.message
-    # a faulted reading (the last gyro, not a measurement) publishes no imu
-    probe.spin_for(0.15)
-    imu_before, joints_before = (len(probe.received[t]) for t in ('imu', 'joint_states'))
-    probe.spin_for(0.5)                                # 5 control periods
-    assert len(probe.received['joint_states']) >= joints_before + 3
-    assert len(probe.received['imu']) == imu_before
+    # a faulted reading (the last gyro, not a measurement) publishes no imu: readings
+    # stamped after the fault's report, counted (not a wall-clock window)
+    fault_ns = min(stamp_to_ns(m.header.stamp) for _, m in probe.received['diagnostics']
+                   if any(st.name == 'driver' and st.level == ERROR for st in m.status))
+
+    def after_fault(topic: str) -> list:
+        return [m for _, m in probe.received[topic] if stamp_to_ns(m.header.stamp) > fault_ns]
+    probe.spin_until(lambda: len(after_fault('joint_states')) >= 5, 30.0,
+                     '5 readings with the link lost')
+    assert not after_fault('imu')
     probe.spin_until(lambda: probe.received['safety/estop'], 5.0, 'safety/estop')
     answer = probe.recover()                           # the next step, not a bare failure
     assert not answer.success

@@ -6,6 +6,11 @@ Each trial pokes the graph through a :class:`GraphProbe` (which records ``comman
 assert on them, ``bench/safety.py`` repeats and tabulates them. Times are wall clock
 (``time.time_ns()``), the clock the nodes stamp with.
 
+Each trial watches for a number of twin steps (``joint_states``), not seconds, and reports
+its figures twice: in milliseconds (``*_ms``, what the bench tabulates) and in twin steps
+(``*_steps``): a machine slowed by load slows the twin with the other nodes, so the tests
+bound step counts and leave milliseconds to the bench.
+
 Definitions:
 
 - *hold*: the first ``command`` stamped at or after the event (controller commands carry
@@ -20,7 +25,7 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -35,9 +40,13 @@ from dexmpc_ros.safety.audit import settle_time
 
 STOP_FRACTION = 0.05
 SETTLE_FRACTION = 0.01
-#: After a frozen twin thaws, motion is judged from this long on [ns] (it resumes moving
-#: with its old momentum for a step or two, until the hold reaches it).
-SETTLE_AFTER_THAW_NS = 300_000_000
+#: After a frozen twin thaws, motion is judged from this many twin steps on (it resumes
+#: moving with its old momentum for a step or two, until the hold reaches it).
+SETTLE_AFTER_THAW_STEPS = 6
+#: Twin steps a trial watches after its event (1.5 s at 20 Hz).
+WATCH_STEPS = 30
+#: Wait [s] for a graph to make the progress a trial watches for: a timeout, not a bound.
+PROGRESS_TIMEOUT_S = 60.0
 
 
 def ensure_armed(probe: GraphProbe, timeout_s: float = 60.0) -> None:
@@ -71,6 +80,28 @@ def first_hold(probe: GraphProbe, since_ns: int) -> tuple[int, object] | None:
     """(receive time, msg) of the first ``command`` stamped at or after ``since_ns``."""
     return next(((t, m) for t, m in probe.received['command']
                  if convert.time_to_ns(m.header.stamp) >= since_ns), None)
+
+
+def states_between(probe: GraphProbe, since_ns: int, until_ns: int | None = None) -> int:
+    """Number of ``joint_states`` stamped in [since_ns, until_ns) (twin steps in between)."""
+    return sum(1 for _, m in probe.received['joint_states']
+               if since_ns <= convert.time_to_ns(m.header.stamp)
+               and (until_ns is None or convert.time_to_ns(m.header.stamp) < until_ns))
+
+
+def watch(probe: GraphProbe, since_ns: int, steps: int, what: str,
+          also: Callable[[], bool] = lambda: True) -> None:
+    """
+    Spin until ``steps`` twin states stamped at or after ``since_ns`` are in (or the twin's
+    next episode began: the watch ends at a reset) and ``also()`` holds.
+
+    A count, so a twin slowed by load is watched for as many steps as on a quiet machine;
+    :data:`PROGRESS_TIMEOUT_S` only catches a graph that stopped.
+    """
+    def done() -> bool:
+        ended = any(t > since_ns for t, _ in probe.received.get('episode', []))
+        return (ended or states_between(probe, since_ns) >= steps) and also()
+    probe.spin_until(done, PROGRESS_TIMEOUT_S, f'{steps} twin steps after {what}')
 
 
 def next_episode_ns(probe: GraphProbe, since_ns: int, spec: RobotSpec) -> int | None:
@@ -137,6 +168,9 @@ def stop_figures(probe: GraphProbe, spec: RobotSpec, since_ns: int) -> dict[str,
     """
     Stop/settle times [ms] after ``since_ns`` and the position drift once stopped.
 
+    ``stop_steps``/``arm_stop_steps``: the same stops counted in twin states stamped after
+    ``since_ns`` (the stopped state included).
+
     ``stop_ms``/``settle_ms`` cover every actuated joint; for an arm (a spec with a
     workspace) ``arm_stop_ms`` covers the kinematic chain alone, without the gripper, whose
     weak, slow servo takes a few periods more to come back to its hold point.
@@ -151,13 +185,19 @@ def stop_figures(probe: GraphProbe, spec: RobotSpec, since_ns: int) -> dict[str,
     def ms(seconds: float | None) -> float:
         return float('nan') if seconds is None else seconds * 1e3
 
+    def steps(seconds: float | None) -> float:
+        if seconds is None:
+            return float('nan')
+        return float(np.count_nonzero(stamps <= since_ns + int(round(seconds * 1e9))))
+
     stop = settle_time(stamps, scaled, since_ns, STOP_FRACTION)
-    figures = {'stop_ms': ms(stop),
+    figures = {'stop_ms': ms(stop), 'stop_steps': steps(stop),
                'settle_ms': ms(settle_time(stamps, scaled, since_ns, SETTLE_FRACTION)),
                'drift_after_stop': float('nan')}
     if spec.workspace is not None:
-        figures['arm_stop_ms'] = ms(settle_time(stamps, scaled[:, main_joints(spec)],
-                                                since_ns, STOP_FRACTION))
+        arm_stop = settle_time(stamps, scaled[:, main_joints(spec)], since_ns, STOP_FRACTION)
+        figures['arm_stop_ms'] = ms(arm_stop)
+        figures['arm_stop_steps'] = steps(arm_stop)
     if stop is not None and spec.command_interface == 'position':
         stopped = stamps >= since_ns + int(stop * 1e9)
         figures['drift_after_stop'] = (float(np.ptp(pos[stopped][:, act], axis=0).max())
@@ -165,27 +205,40 @@ def stop_figures(probe: GraphProbe, spec: RobotSpec, since_ns: int) -> dict[str,
     return figures
 
 
-def estop_trial(probe: GraphProbe, spec: RobotSpec, watch_s: float = 1.5,
+def hold_figures(probe: GraphProbe, since_ns: int) -> dict[str, float]:
+    """
+    hold_ms (``since_ns`` -> first hold received) and hold_steps (twin states stamped
+    between ``since_ns`` and the hold's stamp); NaN without a hold.
+    """
+    hold = first_hold(probe, since_ns)
+    if hold is None:
+        return {'hold_ms': float('nan'), 'hold_steps': float('nan')}
+    stamp_ns = convert.time_to_ns(hold[1].header.stamp)
+    return {'hold_ms': (hold[0] - since_ns) * 1e-6,
+            'hold_steps': float(states_between(probe, since_ns, stamp_ns))}
+
+
+def estop_trial(probe: GraphProbe, spec: RobotSpec, watch_steps: int = WATCH_STEPS,
                 episode_s: float | None = None) -> dict[str, float]:
     """
-    E-stop the moving robot, measure, release and reset.
+    E-stop the moving robot, watch ``watch_steps`` twin steps, measure, release and reset.
 
     With ``episode_s`` (the twin's episode length), the e-stop waits until the watch window
     is clear of an episode reset (:func:`clear_of_episode_end`).
 
     Returns:
-        hold_ms (e-stop publish -> hold received), stop_ms, settle_ms, drift_after_stop
-        [rad or m], latched (1.0 if still ESTOPPED after the release), reset_ok.
+        hold_ms / hold_steps (e-stop publish -> hold, :func:`hold_figures`), stop_ms,
+        stop_steps, settle_ms, drift_after_stop [rad or m], latched (1.0 if still ESTOPPED
+        after the release), reset_ok.
     """
     if episode_s is not None:
-        clear_of_episode_end(probe, episode_s, watch_s)
+        clear_of_episode_end(probe, episode_s, watch_steps * spec.period_s)
     moving = moving_speed(probe, spec)
     t_estop = probe.estop(True)
-    probe.wait_for_state('ESTOPPED', 3.0)
-    probe.spin_for(watch_s)
-    hold = first_hold(probe, t_estop)
-    figures = {'moving': moving,
-               'hold_ms': float('nan') if hold is None else (hold[0] - t_estop) * 1e-6,
+    probe.wait_for_state('ESTOPPED', 10.0)
+    watch(probe, t_estop, watch_steps, 'the e-stop',
+          lambda: first_hold(probe, t_estop) is not None)
+    figures = {'moving': moving, **hold_figures(probe, t_estop),
                **stop_figures(probe, spec, t_estop)}
     probe.estop(False)
     probe.spin_for(0.3)
@@ -196,15 +249,17 @@ def estop_trial(probe: GraphProbe, spec: RobotSpec, watch_s: float = 1.5,
 
 
 def freeze_trial(probe: GraphProbe, runner: ExperimentRunner, spec: RobotSpec,
-                 frozen_s: float = 0.6, watch_s: float = 1.5) -> dict[str, float]:
+                 frozen_s: float = 0.6, watch_steps: int = WATCH_STEPS) -> dict[str, float]:
     """
-    SIGSTOP the twin (or driver), thaw it, measure; the supervisor is left ESTOPPED.
+    SIGSTOP the twin (or driver), thaw it, watch ``watch_steps`` twin steps, measure; the
+    supervisor is left ESTOPPED.
 
     Returns:
         estop_ms (freeze -> ``safety/state`` ESTOPPED received), state_lost (1.0 if the
-        reason names it), still_estopped after the thaw, travel_on_thaw (largest joint
-        travel from the last pre-freeze state), drift_after_thaw (largest joint travel
-        from 0.3 s after the thaw on; position robots).
+        reason names it), still_estopped after the thaw, samples_after_thaw (states judged),
+        travel_on_thaw (largest joint travel from the last pre-freeze state),
+        drift_after_thaw (largest joint travel from :data:`SETTLE_AFTER_THAW_STEPS` after
+        the thaw on; position robots).
     """
     robot = next(name for name, desc in zip(runner.processes, runner.descriptions)
                  if desc.kind in ('twin', 'driver'))
@@ -214,18 +269,18 @@ def freeze_trial(probe: GraphProbe, runner: ExperimentRunner, spec: RobotSpec,
     t_freeze = time.time_ns()
     proc.send_signal(signal.SIGSTOP)
     try:
-        t_lost = probe.wait_for_state('ESTOPPED', 3.0)
+        t_lost = probe.wait_for_state('ESTOPPED', 10.0)
         probe.spin_for(max(frozen_s - (time.time_ns() - t_freeze) * 1e-9, 0.0))
     finally:
         proc.send_signal(signal.SIGCONT)
     t_thaw = time.time_ns()
-    probe.spin_for(watch_s)
+    watch(probe, t_thaw, watch_steps, 'the thaw')
     act = spec.actuated_index
     frozen = joint_arrays(joints[before - 1:before], spec)[1][0, act]
     until = next_episode_ns(probe, t_freeze, spec)
     later = [(t, m) for t, m in joints[before:] if t > t_thaw and (until is None or t < until)]
     _, pos, _ = joint_arrays(later, spec)
-    settled = [(t, m) for t, m in later if t > t_thaw + SETTLE_AFTER_THAW_NS]
+    settled = later[SETTLE_AFTER_THAW_STEPS:]
     _, pos_settled, _ = joint_arrays(settled, spec)
     position_robot = spec.command_interface == 'position'
     nan = float('nan')
@@ -242,30 +297,34 @@ def freeze_trial(probe: GraphProbe, runner: ExperimentRunner, spec: RobotSpec,
 
 
 def kill_trial(probe: GraphProbe, runner: ExperimentRunner, spec: RobotSpec,
-               controller: str = 'controller', watch_s: float = 1.5,
-               episode_s: float | None = None) -> dict[str, float]:
+               controller: str = 'controller', watch_steps: int = WATCH_STEPS,
+               episode_s: float | None = None, min_holds: int = 10) -> dict[str, float]:
     """
     SIGKILL the controller mid-motion and measure the watchdog.
 
-    With ``episode_s`` (the twin's episode length), the kill waits until the watch window
-    is clear of an episode reset (:func:`clear_of_episode_end`).
+    Watches ``watch_steps`` twin steps and until ``min_holds`` holds are in. With
+    ``episode_s`` (the twin's episode length), the kill waits until the watch window is
+    clear of an episode reset (:func:`clear_of_episode_end`).
 
     Returns:
-        hold_ms (kill -> first hold received), stop_ms, settle_ms, drift_after_stop, holds
-        (number of hold commands after it; all equal: constant = 1.0), armed (1.0 if the
-        supervisor stayed ARMED: a dead controller is not an e-stop).
+        hold_ms / hold_steps (kill -> first hold, :func:`hold_figures`), stop_ms,
+        stop_steps, settle_ms, drift_after_stop, holds (number of hold commands after it;
+        all equal: constant = 1.0), armed (1.0 if the supervisor stayed ARMED: a dead
+        controller is not an e-stop).
     """
     if episode_s is not None:
-        clear_of_episode_end(probe, episode_s, watch_s)
+        clear_of_episode_end(probe, episode_s, watch_steps * spec.period_s)
     moving = moving_speed(probe, spec)
     t_kill = time.time_ns()
     runner.processes[controller].send_signal(signal.SIGKILL)
-    probe.spin_for(watch_s)
-    hold = first_hold(probe, t_kill)
-    held = [command_values(m, spec.command_interface) for t, m in probe.received['command']
-            if hold is not None and t >= hold[0]]
-    return {'moving': moving,
-            'hold_ms': float('nan') if hold is None else (hold[0] - t_kill) * 1e-6,
+
+    def holds_in() -> list:
+        hold = first_hold(probe, t_kill)
+        return [] if hold is None else [m for t, m in probe.received['command']
+                                        if t >= hold[0]]
+    watch(probe, t_kill, watch_steps, 'the kill', lambda: len(holds_in()) >= min_holds)
+    held = [command_values(m, spec.command_interface) for m in holds_in()]
+    return {'moving': moving, **hold_figures(probe, t_kill),
             **stop_figures(probe, spec, t_kill),
             'holds': float(len(held)),
             'constant': float(bool(held) and all(np.array_equal(h, held[0]) for h in held)),

@@ -7,7 +7,9 @@ Three processes on one machine, all stamping and timing with the wall clock
 - the **sender** (``python -m dexmpc_ros.ros.latency``) publishes ``joint_states`` at the
   control rate (so the supervisor is armed and its state fresh) and, every tick, the same
   in-limits command twice, each stamped just before its publish: on ``bench/bare`` straight
-  to the receiver, and on ``command_raw`` to the safety node;
+  to the receiver, and on ``command_raw`` to the safety node; the tick number modulo
+  :data:`TICK_MODULUS` rides in each stamp's nanoseconds below the microsecond, so the
+  receiver pairs a tick's two messages however far apart load pushed their publishes;
 - the **safety node** (the real one, auto-armed) filters ``command_raw`` into ``command``;
 - the **receiver** (:func:`measure`, in the caller's process) timestamps both on arrival.
 
@@ -37,6 +39,13 @@ from dexmpc_ros.ros.probe import GraphProbe
 from dexmpc_ros.runtime.ros_env import ros_environment
 
 BARE_TOPIC = 'bench/bare'
+#: Stamps carry ``tick % TICK_MODULUS`` in their sub-microsecond nanoseconds.
+TICK_MODULUS = 1000
+
+
+def tick_stamp_ns(now_ns: int, tick: int) -> int:
+    """``now_ns`` truncated to the microsecond, plus the tick number modulo 1000 [ns]."""
+    return now_ns // TICK_MODULUS * TICK_MODULUS + tick % TICK_MODULUS
 
 
 @dataclass(frozen=True)
@@ -81,15 +90,16 @@ class LatencySender(Node):
         if self.tick % 2:
             pubs.reverse()  # neither path always goes first
         for pub in pubs:
-            pub.publish(convert.command_msg(time.time_ns(), self.spec.command_names,
+            pub.publish(convert.command_msg(tick_stamp_ns(time.time_ns(), self.tick),
+                                            self.spec.command_names,
                                             self.spec.default_command,
                                             self.spec.command_interface))
         self.tick += 1
 
 
 def measure(domain_id: int, robot: str = 'widowx', seconds: float = 10.0,
-            rate_hz: float = 100.0, warmup_s: float = 2.0, log_dir: Path | None = None
-            ) -> LatencyResult:
+            rate_hz: float = 100.0, warmup_s: float = 2.0, log_dir: Path | None = None,
+            min_ticks: int = 0) -> LatencyResult:
     """
     Run sender + safety node as processes, receive here, return per-tick latencies.
 
@@ -100,6 +110,9 @@ def measure(domain_id: int, robot: str = 'widowx', seconds: float = 10.0,
         rate_hz: command ticks per second (each tick: one bare, one filtered command).
         warmup_s: time discarded after the safety node armed [s].
         log_dir: where the two processes' logs go (default: discarded).
+        min_ticks: after ``seconds``, keep measuring until this many filtered commands
+            are in (a count, so a loaded machine measures as many ticks, only slower;
+            AssertionError if they do not come within a minute).
     """
     env = ros_environment(domain_id=domain_id)
     logs = [subprocess.DEVNULL, subprocess.DEVNULL]
@@ -122,6 +135,10 @@ def measure(domain_id: int, robot: str = 'widowx', seconds: float = 10.0,
         probe.spin_for(warmup_s)
         start = time.time_ns()
         probe.spin_for(seconds)
+        filtered = probe.received['command']
+        probe.spin_until(
+            lambda: sum(convert.time_to_ns(m.header.stamp) >= start for _, m in filtered)
+            >= min_ticks, 60.0, f'{min_ticks} filtered commands')
     finally:
         probe.close()
         for proc in (sender, safety):
@@ -134,7 +151,7 @@ def measure(domain_id: int, robot: str = 'widowx', seconds: float = 10.0,
 
 
 def _pair(bare: list, path: list, start_ns: int) -> LatencyResult:
-    """Match each tick's bare and filtered message (sent within the same tick) by stamp."""
+    """Match each tick's bare and filtered message: same tick number, nearest stamp."""
     def series(received):
         stamps = np.array([convert.time_to_ns(m.header.stamp) for _, m in received])
         arrival = np.array([t for t, _ in received])
@@ -145,10 +162,16 @@ def _pair(bare: list, path: list, start_ns: int) -> LatencyResult:
     p_stamp, p_arrival = series(path)
     if not len(b_stamp) or not len(p_stamp):
         raise RuntimeError(f'no messages measured (bare {len(b_stamp)}, path {len(p_stamp)})')
-    nearest = np.clip(np.searchsorted(b_stamp, p_stamp), 1, len(b_stamp) - 1)
-    left_closer = np.abs(b_stamp[nearest - 1] - p_stamp) < np.abs(b_stamp[nearest] - p_stamp)
-    match = np.where(left_closer, nearest - 1, nearest)
-    same_tick = np.abs(b_stamp[match] - p_stamp) < 1_000_000  # both sent within 1 ms
+    by_tick: dict[int, list[int]] = {}
+    for i, stamp in enumerate(b_stamp):
+        by_tick.setdefault(int(stamp) % TICK_MODULUS, []).append(i)
+    match = np.zeros(len(p_stamp), dtype=np.int64)
+    for k, stamp in enumerate(p_stamp):
+        candidates = by_tick.get(int(stamp) % TICK_MODULUS, [0])
+        match[k] = min(candidates, key=lambda i: abs(int(b_stamp[i]) - int(stamp)))
+    # a tick number repeats every TICK_MODULUS ticks (10 s at 100 Hz): within 1 s it is ours
+    same_tick = ((b_stamp[match] % TICK_MODULUS == p_stamp % TICK_MODULUS)
+                 & (np.abs(b_stamp[match] - p_stamp) < 1_000_000_000))
     bare_us = (b_arrival - b_stamp) * 1e-3
     path_us = (p_arrival - p_stamp) * 1e-3
     added_us = path_us[same_tick] - bare_us[match[same_tick]]
