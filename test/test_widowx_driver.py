@@ -307,7 +307,7 @@ def test_no_reply_retries_a_bounded_number_of_times(arm, bus):
     start = time.monotonic()
     with pytest.raises(DeviceNotAnsweringError, match=r'servo 4 \(elbow\).*tries \(no reply\)'):
         arm.read()
-    # at most 1 + retries=2, and only while the read budget (40 ms) lasts; then it gives up
+    # at most 1 + retries=2, and only while the read budget (50 ms) lasts; then it gives up
     assert 1 <= bus.stats['sync_read'] - before <= 3
     assert time.monotonic() - start < 1.0
     bus.no_reply()

@@ -208,9 +208,11 @@ class DynamixelClient:
         pending = set(wanted)
         try:
             while pending:
-                # Wait for the first byte here: the SDK's receive loop busy-waits.
-                left = deadline - time.monotonic()
-                if left <= 0 or not self._io(select.select, [port.ser], [], [], left)[0]:
+                # Wait for the first byte here (the SDK's receive loop busy-waits); past the
+                # deadline still take what is already buffered (this process may have been
+                # descheduled while the replies came in).
+                left = max(0.0, deadline - time.monotonic())
+                if not self._io(select.select, [port.ser], [], [], left)[0]:
                     return
                 rx, result = self._io(self.packet.rxPacket, port, False)
                 if result == COMM_RX_TIMEOUT:

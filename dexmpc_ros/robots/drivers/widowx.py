@@ -74,8 +74,8 @@ class WidowXDriverConfig:
         retries: extra attempts after a failed transaction (no reply, CRC, partial).
         retry_pause_ms: pause before a retry, letting a late reply drain [ms].
         sync_read_timeout_ms: reply budget of one state sync read (all servos) [ms].
-        read_budget_ms: longest a read() retries a sync read for [ms]; 0 = 80 % of the
-            robot's control period (the rest is the command's write).
+        read_budget_ms: longest a read() retries a sync read for [ms]; 0 = one control
+            period of the robot (spec control_rate_hz).
         reboot_timeout_s: how long :meth:`WidowXDriver.reboot` waits for the servo [s].
         operating_mode: arm servos' mode: position, extended_position or
             current_based_position (``dynamixel_protocol.OPERATING_MODES``).
@@ -167,7 +167,7 @@ class WidowXDriver(Driver):
         self._cmd_high = self.spec.limits_array('upper')
         cfg = self.config
         #: how long one read() may retry [s] (``read_budget_ms``)
-        self.read_budget_s = cfg.read_budget_ms / 1000 or 0.8 * self.spec.period_s
+        self.read_budget_s = cfg.read_budget_ms / 1000 or self.spec.period_s
         #: the bus client, for registers beyond read()/write() (LED, gains, ...)
         self.bus = DynamixelClient(cfg.port, cfg.baudrate, {s.id: s.name for s in self.servos},
                                    HINT_BUS, cfg.retries, cfg.retry_pause_ms,
