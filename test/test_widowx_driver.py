@@ -304,9 +304,10 @@ def test_no_reply_retries_a_bounded_number_of_times(arm, bus):
     bus.no_reply([4])
     before = bus.stats['sync_read']
     start = time.monotonic()
-    with pytest.raises(DeviceNotAnsweringError, match=r'servo 4 \(elbow\).*3 tries \(no reply\)'):
+    with pytest.raises(DeviceNotAnsweringError, match=r'servo 4 \(elbow\).*tries \(no reply\)'):
         arm.read()
-    assert bus.stats['sync_read'] - before == 3       # 1 + retries=2, then it gives up
+    # at most 1 + retries=2, and only while the read budget (50 ms) lasts; then it gives up
+    assert 1 <= bus.stats['sync_read'] - before <= 3
     assert time.monotonic() - start < 1.0
     bus.no_reply()
     assert arm.read().position.shape == (8,)          # the bus recovers

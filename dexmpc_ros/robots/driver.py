@@ -30,7 +30,7 @@ class DriverError(DeviceError):
     """A device problem the user can act on; ``hint`` says how to fix it."""
 
     def __init__(self, message: str, hint: str = ''):
-        self.hint = hint
+        self.message, self.hint = message, hint
         super().__init__(f'{message}: {hint}' if hint else message)
 
 
@@ -48,6 +48,40 @@ class PortPermissionError(DriverError):
 
 class DeviceNotAnsweringError(DriverError):
     """The port opened but the device did not answer within the retry budget."""
+
+
+class BusSilentError(DeviceNotAnsweringError):
+    """No device on a bus answered at all: its supply, cabling or baud rate, not one device."""
+
+
+class PartialReadError(DeviceNotAnsweringError):
+    """
+    Some devices of a robot did not answer a read while the others did.
+
+    Attributes:
+        silent: the devices that did not answer, for messages ('servo 4 (elbow)').
+        state: the reading of those that did, every joint listed, NaN where only a silent
+            device measures it (its ``faults`` name the silent ones); None when the layer
+            raising this cannot build one.
+    """
+
+    def __init__(self, message: str, hint: str = '', silent: tuple[str, ...] = (),
+                 state: 'DriverState | None' = None):
+        super().__init__(message, hint)
+        self.silent, self.state = tuple(silent), state
+
+
+class TorqueOffError(DriverError):
+    """
+    disable() could not confirm that every actuator let go.
+
+    Attributes:
+        still_powered: the actuators that may still hold torque ('servo 4 (elbow)').
+    """
+
+    def __init__(self, message: str, hint: str = '', still_powered: tuple[str, ...] = ()):
+        super().__init__(message, hint)
+        self.still_powered = tuple(still_powered)
 
 
 class WrongDeviceError(DriverError):

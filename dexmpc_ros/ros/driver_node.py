@@ -31,26 +31,40 @@ cable ..."). With ``autostart: false`` it waits for ``ros2 lifecycle set <node> 
 
 Faults: a DriverError (HardwareFaultError, a lost port, no answer) in read() or write(), or
 a reading that lists ``faults``, makes diagnostics ERROR name the fault, publishes
-``safety/estop`` true once and holds: no further command is written until ``~/recover``
-succeeds (reconnect if needed, ``clear_faults()``, a fault-free read, ``enable()``) or the
-node is reactivated. A reading whose faults are ``self_clearing`` (the roach's lost radio
-link) holds the same way but ends by itself: the first fault-free reading re-enables and
-writes commands again; ``~/recover`` meanwhile answers with the fault and what to check.
-The supervisor's e-stop stays latched until ``safety/reset``, as it defines, so the robot
+``safety/estop`` true once, calls ``driver.disable()`` (every actuator gets its torque-off
+attempt; diagnostics ``may_be_powered`` names those that did not confirm) and holds: no
+further command is written until ``~/recover`` succeeds (reconnect if needed,
+``clear_faults()``, a fault-free read, ``enable()``) or the node is reactivated. During the
+hold the node keeps reading: a PartialReadError's ``state`` (every joint, NaN where only a
+silent device measures it) is published as ``joint_states``, and diagnostics
+``not_answering`` names the silent devices ('all (bus silent)' for a BusSilentError).
+A reading whose faults are ``self_clearing`` (the roach's lost radio link) holds the same
+way but ends by itself: the first fault-free reading re-enables and writes commands again;
+``~/recover`` meanwhile answers with the fault and what to check. The supervisor's e-stop stays latched until ``safety/reset``, as it defines, so the robot
 holds until the operator resets it either way. Malformed commands (by the safety rules
 ``finite`` and ``names``: wrong joints, length, non-finite) and stale ones (older than
 ``command_age_budget_s``) are dropped and counted in diagnostics (``ros/lifecycle.py:
 CommandGate``, shared with the hand driver node).
+
+Threads: the node spins a multi-threaded executor with the read timer, ``command`` and
+``~/recover`` each in its own mutually exclusive callback group (commands are written in
+arrival order) and diagnostics and the lifecycle services in the default one, so a slow or
+silent bus stops none of them. One device lock serialises the driver calls; whoever waits
+for it goes before the next read tick, which skips instead of waiting (a timer always due
+would otherwise starve the others).
 """
 
 from __future__ import annotations
 
 import math
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import Imu, JointState
 from std_msgs.msg import Bool
@@ -59,7 +73,8 @@ from trajectory_msgs.msg import JointTrajectory
 
 from dexmpc_ros.core.rate import RateMeter
 from dexmpc_ros.core.robot_spec import load_robot_spec
-from dexmpc_ros.robots.driver import DriverError, PortMissingError
+from dexmpc_ros.robots.driver import (BusSilentError, DriverError, DriverState, PartialReadError,
+                                      PortMissingError, TorqueOffError)
 from dexmpc_ros.robots.driver_registry import make_driver
 from dexmpc_ros.ros import convert
 from dexmpc_ros.ros.diagnostics import DiagnosticsPublisher
@@ -129,7 +144,13 @@ class DriverNode(LifecycleNode):
         self._active = False
         self._fault: str | None = None
         self._fault_clears_itself = False
+        self._not_answering = ''     # devices silent at the last read
+        self._still_powered = ''     # actuators whose torque-off after a fault failed
         self._extra: dict[str, float] = {}
+        # the driver serves one caller at a time (see _device)
+        self._device_lock = threading.RLock()
+        self._device_waiters = 0
+        self._waiters_lock = threading.Lock()
         self._reads = RateMeter()
         self._counts = dict.fromkeys(('writes', 'commands_malformed', 'commands_stale',
                                       'commands_held', 'commands_inactive', 'read_errors',
@@ -139,8 +160,10 @@ class DriverNode(LifecycleNode):
         self.pub_imu = None      # created at the first reading that carries an IMU
         self.pub_diag = DiagnosticsPublisher(self)
         self.pub_estop = self.create_publisher(Bool, 'safety/estop', 10)
-        self.create_subscription(JointTrajectory, 'command', self._on_command, 10)
-        self.create_service(Trigger, '~/recover', self._on_recover)
+        self.create_subscription(JointTrajectory, 'command', self._on_command, 10,
+                                 callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_service(Trigger, '~/recover', self._on_recover,
+                            callback_group=MutuallyExclusiveCallbackGroup())
         self.create_timer(1.0, self._publish_diagnostics)
         self.get_logger().info(
             f'{self.driver.label}: {len(self.spec.joints)} joints, '
@@ -162,10 +185,11 @@ class DriverNode(LifecycleNode):
         result = self._guard('activate', self.driver.enable)
         if result != SUCCESS:
             return result
-        self._fault = None
+        self._fault, self._fault_clears_itself, self._still_powered = None, False, ''
         self._active = True
         self._lifecycle = 'active'
-        self._timer = self.create_timer(self._period_s, self._tick)
+        self._timer = self.create_timer(self._period_s, self._tick,
+                                        MutuallyExclusiveCallbackGroup())
         self.get_logger().info(f'{self.driver.label} active: obeying command')
         return super().on_activate(state)
 
@@ -197,7 +221,8 @@ class DriverNode(LifecycleNode):
     def _guard(self, what: str, action: Callable[[], None]) -> TransitionCallbackReturn:
         """Run a driver call of a transition; a DriverError -> FAILURE with its message."""
         try:
-            action()
+            with self._device():
+                action()
         except DriverError as exc:
             self.startup_error = f'{self.get_name()}: {what} failed: {exc}'
             self.get_logger().error(self.startup_error)
@@ -237,13 +262,47 @@ class DriverNode(LifecycleNode):
         self._guard('disconnect', self.driver.disconnect)
 
     # Control -----------------------------------------------------------------------------
+    @contextmanager
+    def _device(self) -> Iterator[None]:
+        """Exclusive use of the driver; a caller waiting here goes before the next tick."""
+        with self._waiters_lock:
+            self._device_waiters += 1
+        try:
+            self._device_lock.acquire()
+        finally:
+            with self._waiters_lock:
+                self._device_waiters -= 1
+        try:
+            yield
+        finally:
+            self._device_lock.release()
+
     def _tick(self) -> None:
+        # deactivated meanwhile, or the driver is (wanted) elsewhere: read at the next tick
+        if not self._active or self._device_waiters or \
+                not self._device_lock.acquire(blocking=False):
+            return
         try:
             state = self.driver.read()
         except DriverError as exc:
             self._counts['read_errors'] += 1
+            self._not_answering = 'all (bus silent)' if isinstance(exc, BusSilentError) \
+                else ', '.join(exc.silent) if isinstance(exc, PartialReadError) else ''
+            if isinstance(exc, PartialReadError) and exc.state is not None:
+                self._publish_state(exc.state)     # what answered, NaN for the rest
             self._set_fault(f'read failed: {exc}')
             return
+        finally:
+            self._device_lock.release()
+        self._not_answering = ''
+        self._publish_state(state)
+        if state.faults:
+            self._set_fault('; '.join(state.faults), state.self_clearing)
+        elif self._fault is not None and self._fault_clears_itself:
+            self._resume()
+
+    def _publish_state(self, state: DriverState) -> None:
+        """joint_states (+ imu unless the reading lists faults), stamped now."""
         self._reads.tick()
         stamp_ns = self.get_clock().now().nanoseconds
         self.pub_joints.publish(convert.joint_state_msg(
@@ -254,10 +313,6 @@ class DriverNode(LifecycleNode):
                 self.pub_imu = self.create_publisher(Imu, 'imu', 10)
             self.pub_imu.publish(convert.imu_msg(stamp_ns, *imu, self.cfg.imu_frame_id))
         self._extra = dict(state.extra)
-        if state.faults:
-            self._set_fault('; '.join(state.faults), state.self_clearing)
-        elif self._fault is not None and self._fault_clears_itself:
-            self._resume()
 
     def _on_command(self, msg: JointTrajectory) -> None:
         verdict = self._gate.check(msg, self._active, self.get_clock().now().nanoseconds)
@@ -269,7 +324,8 @@ class DriverNode(LifecycleNode):
             self._counts['commands_held'] += 1
             return
         try:
-            self.driver.write(values)
+            with self._device():
+                self.driver.write(values)
         except DriverError as exc:
             self._counts['write_errors'] += 1
             self._set_fault(f'write failed: {exc}')
@@ -277,7 +333,7 @@ class DriverNode(LifecycleNode):
         self._counts['writes'] += 1
 
     def _set_fault(self, reason: str, clears_itself: bool = False) -> None:
-        """Enter the hold: one e-stop request and an ERROR diagnostic per fault."""
+        """Enter the hold: one e-stop request, torque off, an ERROR diagnostic per fault."""
         if self._fault is not None:
             if self._fault_clears_itself and not clears_itself:
                 self._fault, self._fault_clears_itself = reason, False   # now latched
@@ -287,18 +343,34 @@ class DriverNode(LifecycleNode):
         self._counts['faults'] += 1
         until = 'it clears' if clears_itself else '~/recover'
         self.get_logger().error(f'{reason}; holding (no commands written) until {until}, '
-                                f'e-stop requested')
+                                f'e-stop requested, torque off')
         self.pub_estop.publish(Bool(data=True))
+        self._torque_off()
         self._publish_diagnostics()
+
+    def _torque_off(self) -> None:
+        """driver.disable() after a fault; records the actuators that may still be powered."""
+        try:
+            with self._device():
+                self.driver.disable()
+            self._still_powered = ''
+        except TorqueOffError as exc:
+            self._still_powered = ', '.join(exc.still_powered)
+            self.get_logger().error(f'after the fault: {exc}')
+        except DriverError as exc:
+            self._still_powered = f'unknown ({exc})'
+            self.get_logger().error(f'after the fault, disable() failed: {exc}')
 
     def _resume(self) -> None:
         """A self-clearing fault ended (a fault-free reading): re-enable, write commands."""
         try:
-            self.driver.enable()
+            with self._device():
+                self.driver.enable()
         except DriverError as exc:
             self._set_fault(f'enable after "{self._fault}" cleared failed: {exc}')
             return
         old, self._fault, self._fault_clears_itself = self._fault, None, False
+        self._still_powered = ''
         self.get_logger().warn(f'fault cleared by itself ({old}): commands are written again '
                                f'(the safety supervisor stays e-stopped until safety/reset)')
         self._publish_diagnostics()
@@ -319,19 +391,20 @@ class DriverNode(LifecycleNode):
         if self._fault is None:
             return True, 'no fault: nothing to recover'
         try:
-            if not self.driver.is_connected:
-                self.driver.connect()
-            self.driver.clear_faults()
-            state = self.driver.read()
-            if state.faults and state.self_clearing:
-                return False, (f'{"; ".join(state.faults)}. Nothing to reset here: commands '
-                               f'are written again by themselves once that clears')
-            if state.faults:
-                return False, f'still faulted: {"; ".join(state.faults)}'
-            self.driver.enable()
+            with self._device():
+                if not self.driver.is_connected:
+                    self.driver.connect()
+                self.driver.clear_faults()
+                state = self.driver.read()
+                if state.faults and state.self_clearing:
+                    return False, (f'{"; ".join(state.faults)}. Nothing to reset here: '
+                                   f'commands are written again by themselves once that clears')
+                if state.faults:
+                    return False, f'still faulted: {"; ".join(state.faults)}'
+                self.driver.enable()
         except DriverError as exc:
             return False, f'recovery failed: {exc}'
-        old, self._fault = self._fault, None
+        old, self._fault, self._still_powered = self._fault, None, ''
         self._publish_diagnostics()
         return True, (f'recovered from "{old}": commands are written again (the safety '
                       f'supervisor stays e-stopped until safety/reset)')
@@ -340,12 +413,15 @@ class DriverNode(LifecycleNode):
         if self._fault is not None:
             until = 'it clears' if self._fault_clears_itself else '~/recover'
             level, message = 'error', f'FAULT: {self._fault}; holding until {until}'
+            if self._still_powered:
+                message += f'; may still be powered: {self._still_powered}'
         elif self._active:
             level, message = 'ok', f'{self.driver.label} active'
         else:
             level, message = 'warn', f'{self.driver.label} {self._lifecycle}: not reading'
         values = {'lifecycle_state': self._lifecycle, 'rate_hz': self._reads.rate_hz(),
                   'reads': self._reads.count, **self._counts, 'fault': self._fault or '',
+                  'not_answering': self._not_answering, 'may_be_powered': self._still_powered,
                   **self._extra}
         self.pub_diag.publish(level, message, values, hardware_id=self.driver.label)
 
@@ -357,8 +433,8 @@ class DriverNode(LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> int:
-    """Run the driver node."""
-    return run_lifecycle_node(DriverNode, args)
+    """Run the driver node: read timer, command, ~/recover and the rest on their own threads."""
+    return run_lifecycle_node(DriverNode, args, threads=4)
 
 
 if __name__ == '__main__':

@@ -50,11 +50,11 @@ def autostart(node: LifecycleNode) -> None:
             raise StartupError(message)
 
 
-def run_lifecycle_node(factory: Callable[[], LifecycleNode], args: list[str] | None = None
-                       ) -> int:
+def run_lifecycle_node(factory: Callable[[], LifecycleNode], args: list[str] | None = None,
+                       threads: int = 1) -> int:
     """:func:`run_node`, plus exit code 1 with the one-line message when autostart fails."""
     try:
-        return run_node(factory, args)
+        return run_node(factory, args, threads)
     except StartupError as exc:
         sys.stderr.write(f'{exc}\n')
         sys.stderr.flush()

@@ -15,8 +15,10 @@ the default. The bus knows no robot: ``robots/widowx/emulator.py`` builds the ar
 servos on it (and can use the WidowX MuJoCo twin as the physics, for hardware-in-the-loop
 runs).
 
-Faults to inject: :meth:`no_reply`, :meth:`corrupt_crc`, :meth:`truncate_replies`,
-:meth:`set_hardware_error`, :meth:`unplug` / :meth:`replug`.
+Faults to inject: :meth:`no_reply` (servos that hear but cannot answer, or with
+``deaf=True`` neither hear nor answer, as behind a cut daisy-chain cable; all IDs = a
+silent bus), :meth:`corrupt_crc`, :meth:`truncate_replies`, :meth:`set_hardware_error`,
+:meth:`unplug` / :meth:`replug`.
 """
 
 from __future__ import annotations
@@ -197,9 +199,12 @@ class DynamixelBusEmulator:
         self.write_log: collections.deque = collections.deque(maxlen=4096)
         #: packets by instruction name ('sync_read', ...), bad frames, physics overruns
         self.stats: collections.Counter = collections.Counter()
+        #: the IDs each SYNC_READ asked for, newest last
+        self.sync_read_ids: collections.deque = collections.deque(maxlen=256)
         self._lock = threading.RLock()
         self._parser = dxl.StreamParser()
         self._silent: set[int] = set()
+        self._deaf: set[int] = set()
         self._corrupt = 0
         self._truncate = 0
         self._stop = threading.Event()
@@ -235,10 +240,12 @@ class DynamixelBusEmulator:
         self.stop()
 
     # Fault injection ---------------------------------------------------------------
-    def no_reply(self, ids: Iterable[int] = ()) -> None:
-        """The servos ``ids`` stop answering (they still obey writes); () restores all."""
+    def no_reply(self, ids: Iterable[int] = (), deaf: bool = False) -> None:
+        """The servos ``ids`` stop answering (() restores all) but still obey writes, unless
+        ``deaf``: then they ignore instructions too (behind a cut daisy-chain cable)."""
         with self._lock:
             self._silent = set(ids)
+            self._deaf = set(self._silent) if deaf else set()
 
     def corrupt_crc(self, n: int = 1) -> None:
         """Flip a CRC bit in the next ``n`` status packets."""
@@ -370,6 +377,7 @@ class DynamixelBusEmulator:
         try:
             if inst == Instruction.SYNC_READ:
                 address, length, ids = dxl.decode_sync_read(pkt.params)
+                self.sync_read_ids.append(list(ids))
                 for dxl_id in ids:
                     servo = self.servos.get(dxl_id)
                     if servo is not None and self._can_reply(servo, now) and \
@@ -380,7 +388,8 @@ class DynamixelBusEmulator:
                 address, _, chunks = dxl.decode_sync_write(pkt.params)
                 for dxl_id, data in chunks.items():
                     for servo, via_secondary in self._targets(dxl_id):
-                        if now >= servo.busy_until and not (via_secondary and address < 64):
+                        if now >= servo.busy_until and not (via_secondary and address < 64) \
+                                and servo.id not in self._deaf:
                             self._write(servo, address, data)
                 return out
             if inst == Instruction.PING and pkt.id == dxl.BROADCAST_ID:
@@ -391,7 +400,7 @@ class DynamixelBusEmulator:
             self.stats['bad_params'] += 1
             return out
         for servo, via_secondary in self._targets(pkt.id):
-            if now < servo.busy_until:
+            if now < servo.busy_until or servo.id in self._deaf:
                 continue
             reply = self._instruction(servo, pkt, now, via_secondary)
             level = servo.get('status_return_level')

@@ -7,7 +7,7 @@ Uses the real ``dynamixel_sdk`` (hardware.md §2.5)::
         arm.enable()                       # goal := present position, then torque on
         state = arm.read()                 # DriverState, spec joint order, SI units
         sent = arm.write(command)          # (7,) six arm joints [rad] + left_finger [m]
-        arm.disable()                      # torque off (the arm goes limp)
+        arm.disable()                      # torque off on all nine (the arm goes limp)
 
 ``connect()`` leaves torque off: it pings every servo, checks its model number, then
 writes operating mode and drive mode (reverse on the mirrored servos; EEPROM, so torque
@@ -21,8 +21,10 @@ the faulted servos, restores what the reboot reset and checks the fault is gone
 recorded in ``faults`` (and logged), so the driver connects and can clear it; read() and
 enable() raise until then.
 
-Communication errors (no reply, CRC, partial packet) are retried ``retries`` times, then
-raise :class:`DeviceNotAnsweringError`; a vanished port (cable pulled) raises
+Communication errors (no reply, CRC, partial packet) are retried ``retries`` times (a
+read only within ``read_budget_ms``), then raise :class:`DeviceNotAnsweringError`
+(:class:`BusSilentError`: nothing answered; :class:`PartialReadError`: named servos did
+not, with the others' state); a vanished port (cable pulled) raises
 :class:`PortMissingError` and marks the driver disconnected, so a later ``connect()``
 after re-plugging works. Unit conversions and the servo table: ``servos.py``.
 """
@@ -38,11 +40,12 @@ import numpy as np
 
 from dexmpc_ros.core.robot_spec import RobotSpec, load_robot_spec
 from dexmpc_ros.wire import dynamixel_protocol as dxl
-from dexmpc_ros.robots.driver import (DeviceNotAnsweringError, Driver, DriverState,
-                                      HardwareFaultError, WrongDeviceError, check_serial_port)
-from dexmpc_ros.robots.widowx.dynamixel_client import DynamixelClient
-from dexmpc_ros.robots.widowx.servos import (Servo, gripper_linkage, rad_to_tick, tick_limits,
-                                             tick_to_rad, torque_from_raw, wx250s_servos)
+from dexmpc_ros.robots.driver import (DeviceNotAnsweringError, Driver, DriverError, DriverState,
+                                      HardwareFaultError, TorqueOffError, WrongDeviceError,
+                                      check_serial_port)
+from dexmpc_ros.robots.widowx.dynamixel_client import DynamixelClient, SyncReadIncompleteError
+from dexmpc_ros.robots.widowx.servos import (Servo, gripper_linkage, joint_state_from_replies,
+                                             rad_to_tick, tick_limits, tick_to_rad, wx250s_servos)
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,8 @@ class WidowXDriverConfig:
         retries: extra attempts after a failed transaction (no reply, CRC, partial).
         retry_pause_ms: pause before a retry, letting a late reply drain [ms].
         sync_read_timeout_ms: reply budget of one state sync read (all servos) [ms].
+        read_budget_ms: longest a read() retries a sync read for [ms]; 0 = one control
+            period of the robot (spec control_rate_hz).
         reboot_timeout_s: how long :meth:`WidowXDriver.reboot` waits for the servo [s].
         operating_mode: arm servos' mode: position, extended_position or
             current_based_position (``dynamixel_protocol.OPERATING_MODES``).
@@ -86,6 +91,7 @@ class WidowXDriverConfig:
     retries: int = 2
     retry_pause_ms: float = 1.0
     sync_read_timeout_ms: float = 34.0
+    read_budget_ms: float = 0.0
     reboot_timeout_s: float = 1.0
     operating_mode: str = 'position'
     gripper_operating_mode: str = 'position'
@@ -105,8 +111,8 @@ class WidowXDriverConfig:
             raise ValueError(f'protocol must be 2.0 (X-series), got {self.protocol}')
         if not 0 <= self.retries <= 20:
             raise ValueError(f'retries must be in 0..20, got {self.retries}')
-        for name in ('retry_pause_ms', 'sync_read_timeout_ms', 'reboot_timeout_s',
-                     'shadow_tolerance_rad'):
+        for name in ('retry_pause_ms', 'sync_read_timeout_ms', 'read_budget_ms',
+                     'reboot_timeout_s', 'shadow_tolerance_rad'):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f'{name} must be finite and >= 0, got {value}')
@@ -157,6 +163,8 @@ class WidowXDriver(Driver):
         self._cmd_low = self.spec.limits_array('lower')
         self._cmd_high = self.spec.limits_array('upper')
         cfg = self.config
+        #: how long one read() may retry [s] (``read_budget_ms``)
+        self.read_budget_s = cfg.read_budget_ms / 1000 or self.spec.period_s
         #: the bus client, for registers beyond read()/write() (LED, gains, ...)
         self.bus = DynamixelClient(cfg.port, cfg.baudrate, {s.id: s.name for s in self.servos},
                                    HINT_BUS, cfg.retries, cfg.retry_pause_ms,
@@ -255,11 +263,31 @@ class WidowXDriver(Driver):
         log.info('%s: torque on, holding the present pose', self.label)
 
     def disable(self) -> None:
-        """Torque off on every servo: the arm goes limp (support it first)."""
-        self._require_connected()
+        """
+        Torque off on every servo: the arm goes limp (support it first).
+
+        One sync write reaches every servo that hears (also one that cannot answer), then
+        each is written again and confirmed; one that fails does not stop the others.
+
+        Raises:
+            TorqueOffError: naming every servo that did not confirm (may still be powered).
+        """
         self._enabled = False
+        failed: dict[str, str] = {}
+        try:
+            self._require_connected()
+            self.bus.sync_write('torque_enable', dict.fromkeys(self._ids, 0))
+        except DriverError as exc:    # each servo is still tried (and fails) below
+            log.warning('%s: torque-off sync write failed: %s', self.label, exc)
         for servo in self.servos:
-            self.bus.write(servo.id, 'torque_enable', 0)
+            try:
+                self._require_connected()         # a lost port fails the rest at once
+                self.bus.write(servo.id, 'torque_enable', 0, check_alert=False)
+            except DriverError as exc:
+                failed[servo.label] = exc.message.removeprefix(f'{servo.label} ')
+        if failed:
+            raise _torque_off_error(self.label, failed,
+                                    len(failed) == len(self.servos) and self.is_connected)
         log.info('%s: torque off', self.label)
 
     def reboot(self, servo: str | int) -> None:
@@ -349,43 +377,33 @@ class WidowXDriver(Driver):
 
         Raises:
             HardwareFaultError: a servo reports a hardware error (named in the message).
-            DeviceNotAnsweringError: no valid reply within the retry budget.
+            PartialReadError: named servos gave no valid reply within ``read_budget_s``;
+                ``state``: the others' reading (``joint_state_from_replies``).
+            BusSilentError / DeviceNotAnsweringError: no servo / no valid reply answered.
             PortMissingError: the port vanished (the driver is then disconnected).
         """
         self._require_connected()
-        raw = self.bus.sync_read(*_STATE, self._ids)
-        if self._reads % self.config.slow_read_divider == 0:
-            self._read_slow()
-        self._reads += 1
-        pos = {i: _field(d, 132, 4) for i, d in raw.items()}
-        vel = {i: _field(d, 128, 4) * dxl.VELOCITY_UNIT_RAD_S for i, d in raw.items()}
-        torque = {i: torque_from_raw(self._by_id[i].model, _field(d, 126, 2))
-                  for i, d in raw.items()}
-        names = self.spec.joint_names
-        position, velocity, effort = (np.full(len(names), np.nan) for _ in range(3))
-        faults = []
-        for servo in self._masters:
-            j = names.index(servo.joint)
-            angle = float(tick_to_rad(pos[servo.id]))
-            tau = sum(torque[s.id] for s in self.servos if s.joint == servo.joint)
-            if servo.joint == 'left_finger':
-                rate = float(self.linkage.finger_rate(angle))
-                position[j] = float(self.linkage.finger(angle))
-                velocity[j] = vel[servo.id] * rate
-                effort[j] = tau / (2 * rate) if rate > 1e-6 else math.nan
-            else:
-                position[j], velocity[j], effort[j] = angle, vel[servo.id], tau
-        if 'right_finger' in names:
-            src, dst = names.index('left_finger'), names.index('right_finger')
-            position[dst], velocity[dst], effort[dst] = \
-                -position[src], -velocity[src], -effort[src]
-        for shadow in (s for s in self.servos if s.is_shadow):
-            master = next(s for s in self.servos if s.name == shadow.master)
-            gap = abs(float(tick_to_rad(pos[shadow.id]) - tick_to_rad(pos[master.id])))
-            if gap > self.config.shadow_tolerance_rad:
-                faults.append(f'{shadow.name} is {gap:.3f} rad away from {master.name}')
-        return DriverState(tuple(names), position, velocity, effort, time.monotonic(),
-                           dict(self._extra), tuple(faults))
+        deadline = time.monotonic() + self.read_budget_s
+        raw: dict[int, bytes] = {}
+        try:
+            raw = self.bus.sync_read(*_STATE, self._ids, deadline=deadline)
+            if self._reads % self.config.slow_read_divider == 0:
+                self._read_slow(deadline)
+            self._reads += 1
+        except SyncReadIncompleteError as exc:     # raw is empty unless the slow read failed
+            state = self._state(raw or exc.replies)
+            exc.state = replace(state, faults=state.faults + tuple(
+                f'{name}: not answering' for name in exc.silent))
+            raise
+        return self._state(raw)
+
+    def _state(self, raw: dict[int, bytes]) -> DriverState:
+        """A DriverState from state sync-read replies {id: data}; NaN where one is missing."""
+        position, velocity, effort, faults = joint_state_from_replies(
+            raw, _STATE[0], self.servos, self.spec.joint_names, self.linkage,
+            self.config.shadow_tolerance_rad)
+        return DriverState(tuple(self.spec.joint_names), position, velocity, effort,
+                           time.monotonic(), dict(self._extra), faults)
 
     def write(self, command: np.ndarray) -> np.ndarray:
         """
@@ -418,9 +436,10 @@ class WidowXDriver(Driver):
         return sent
 
     # Helpers ---------------------------------------------------------------------------
-    def _read_slow(self) -> None:
-        raw = self.bus.sync_read(*_SLOW, self._ids)
-        errors = self.bus.sync_read(_X['hardware_error_status'].address, 1, self._ids)
+    def _read_slow(self, deadline: float) -> None:
+        raw = self.bus.sync_read(*_SLOW, self._ids, deadline=deadline)
+        errors = self.bus.sync_read(_X['hardware_error_status'].address, 1, self._ids,
+                                    deadline=deadline)
         for dxl_id, data in raw.items():
             name = self._by_id[dxl_id].name
             self._extra[f'voltage_{name}'] = _field(data, 144, 2, _SLOW[0]) * dxl.VOLTAGE_UNIT_V
@@ -460,6 +479,17 @@ def _field(data: bytes, address: int, size: int, start: int = _STATE[0]) -> int:
 def _describe(servo: Servo, bits: int) -> str:
     """'servo 2 (shoulder): overload' from a Hardware Error Status byte."""
     return f'servo {servo.id} ({servo.name}): {", ".join(dxl.decode_hardware_error(bits))}'
+
+
+def _torque_off_error(label: str, failed: dict[str, str], silent_bus: bool) -> TorqueOffError:
+    """One error naming every servo whose torque-off was not confirmed (``failed``: why)."""
+    whys = list(dict.fromkeys(failed.values()))     # distinct reasons, in servo order
+    what = ('no servo answered (the bus is silent: its supply or cable); ' if
+            silent_bus else '') + '; '.join(whys)
+    return TorqueOffError(
+        f'{label}: torque off not confirmed by {", ".join(failed)}: they may still be '
+        f'powered ({what})', 'keep clear of the arm; cut the servos\' 12 V supply if it '
+        'must go limp now, then fix the bus and call disable() again', tuple(failed))
 
 
 def _model_name(model: int) -> str:

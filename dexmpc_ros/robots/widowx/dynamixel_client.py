@@ -5,7 +5,10 @@ Every SDK call goes through :class:`DynamixelClient`, which turns what can go wr
 Dynamixel bus into the drivers' error types:
 
 * no reply, bad CRC, partial packet (COMM_RX_TIMEOUT / COMM_RX_CORRUPT, or a servo that
-  reports a CRC error): retried ``retries`` times, then :class:`DeviceNotAnsweringError`;
+  reports a CRC error): retried ``retries`` times, then :class:`DeviceNotAnsweringError`.
+  A sync read keeps the replies it got, retries only the servos still missing (within an
+  optional deadline), then raises :class:`BusSilentError` when no servo answered at all
+  and :class:`SyncReadIncompleteError` (with the others' replies) when some did;
 * a servo refusing an instruction (access, range, limit errors): :class:`DriverError`;
 * the Alert bit of a status packet (a hardware error): handed to ``on_alert``;
 * the port vanishing (pyserial/termios errors on a pulled cable): the client closes and
@@ -14,6 +17,8 @@ Dynamixel bus into the drivers' error types:
 
 from __future__ import annotations
 
+import math
+import select
 import termios
 import time
 from typing import Callable, Mapping
@@ -21,13 +26,28 @@ from typing import Callable, Mapping
 import serial
 from dynamixel_sdk import (COMM_RX_CORRUPT, COMM_RX_TIMEOUT, COMM_SUCCESS, GroupSyncWrite,
                            PacketHandler, PortHandler)
+from dynamixel_sdk.protocol2_packet_handler import PKT_ERROR, PKT_ID, PKT_PARAMETER0
 
 from dexmpc_ros.wire import dynamixel_protocol as dxl
-from dexmpc_ros.robots.driver import (DeviceNotAnsweringError, DriverError, PortMissingError,
-                                      PortPermissionError)
+from dexmpc_ros.robots.driver import (BusSilentError, DeviceNotAnsweringError, DriverError,
+                                      PartialReadError, PortMissingError, PortPermissionError)
 
 _IO_ERRORS = (serial.SerialException, OSError, termios.error)
 _X = dxl.X_SERIES
+#: a retry needs at least this much of the deadline left [ms]
+MIN_RETRY_MS = 2.0
+HINT_ONE_SERVO = ('the other servos answered, so the bus and its supply work: check the '
+                  'cables into and out of the named servos and their LEDs (blinking = '
+                  'hardware error)')
+
+
+class SyncReadIncompleteError(PartialReadError):
+    """Some servos did not answer a sync read; ``replies`` holds the others' {id: data}."""
+
+    def __init__(self, message: str, hint: str, silent: tuple[str, ...],
+                 missing: list[int], replies: dict[int, bytes]):
+        super().__init__(message, hint, silent)
+        self.missing, self.replies = list(missing), dict(replies)
 
 
 class DynamixelClient:
@@ -115,45 +135,102 @@ class DynamixelClient:
 
     # Group transactions ----------------------------------------------------------------
     def sync_read(self, address: int, length: int, ids: list[int],
-                  check_alert: bool = True) -> dict[int, bytes]:
+                  check_alert: bool = True, deadline: float | None = None
+                  ) -> dict[int, bytes]:
         """
         ``length`` bytes at ``address`` of every servo in ``ids``: {id: data}.
 
-        Servos whose status had the Alert bit go to ``on_alert`` unless ``check_alert``
-        is False (reading Hardware Error Status to clear it).
+        Each attempt waits up to ``sync_read_timeout_ms`` for the replies; a retry asks only
+        the servos still missing and is made only while ``deadline`` (time.monotonic()
+        seconds; None = no deadline) leaves ``MIN_RETRY_MS``, its reply timeout cut to
+        what is left. Servos whose status had the Alert bit go to ``on_alert`` once all
+        answered, unless ``check_alert`` is False (reading Hardware Error Status to clear
+        it).
 
-        Uses the SDK's syncReadTx + readRx rather than GroupSyncRead, which drops each
-        status packet's ERR byte (and with it the Alert bit).
+        Uses the SDK's syncReadTx + rxPacket rather than GroupSyncRead, which drops each
+        status packet's ERR byte (and with it the Alert bit), and rather than readRx, which
+        discards the replies after a missing one while it waits for it.
+
+        Raises:
+            BusSilentError: no servo answered any attempt (supply, cable, baud rate).
+            SyncReadIncompleteError: some servos answered, the others (named) did not.
         """
         port = self._require_port()
-        outcome, missing = '', ids[0]
+        replies: dict[int, bytes] = {}
+        alerts: list[int] = []
+        why = dict.fromkeys(ids, 'no reply')
+        tries = 0
         for attempt in range(self.retries + 1):
+            missing = [i for i in ids if i not in replies]
+            if not missing:
+                break
+            timeout_ms = self.sync_read_timeout_ms
             if attempt:
-                time.sleep(self.retry_pause_ms / 1000)
-            result = self._io(self.packet.syncReadTx, port, address, length, ids, len(ids),
-                              False)
-            if result != COMM_SUCCESS:
-                outcome = describe_result(result)
-                continue
-            port.setPacketTimeoutMillis(self.sync_read_timeout_ms)
-            out, alerts = {}, []
-            for dxl_id in ids:
-                data, result, error = self._io(self.packet.readRx, port, dxl_id, length)
-                if result != COMM_SUCCESS or len(data) != length or error & 0x7F:
-                    outcome = describe_result(result) if result != COMM_SUCCESS \
-                        else dxl.decode_status_error(error).name or 'short reply'
-                    missing = dxl_id
+                left_ms = math.inf if deadline is None else \
+                    (deadline - time.monotonic()) * 1000 - self.retry_pause_ms
+                if left_ms < MIN_RETRY_MS:
                     break
-                out[dxl_id] = bytes(data)
+                timeout_ms = min(timeout_ms, left_ms)
+                time.sleep(self.retry_pause_ms / 1000)
+                self._io(port.ser.reset_input_buffer)    # late replies to the last attempt
+            tries += 1
+            result = self._io(self.packet.syncReadTx, port, address, length, missing,
+                              len(missing), False)
+            if result != COMM_SUCCESS:
+                why.update(dict.fromkeys(missing, describe_result(result)))
+                continue
+            self._receive(port, missing, length, timeout_ms, replies, alerts, why)
+        missing = [i for i in ids if i not in replies]
+        if not missing:
+            if alerts and check_alert and self.on_alert is not None:
+                self.on_alert(alerts)
+            return replies
+        if not replies:
+            raise BusSilentError(
+                f'no servo answered a sync read on {self.port_name} ({len(ids)} asked, '
+                f'{tries} {"try" if tries == 1 else "tries"}, {why[ids[0]]}): the bus is '
+                f'silent, not one servo', self.hint)
+        silent = tuple(f'servo {i} ({self.names.get(i, "?")})' for i in missing)
+        raise SyncReadIncompleteError(
+            f'{", ".join(silent)} gave no valid reply to a sync read after {tries} '
+            f'{"try" if tries == 1 else "tries"} ({why[missing[0]]})', HINT_ONE_SERVO, silent,
+            missing, replies)
+
+    def _receive(self, port: PortHandler, wanted: list[int], length: int, timeout_ms: float,
+                 replies: dict[int, bytes], alerts: list[int], why: dict[int, str]) -> None:
+        """
+        Status packets of one sync read into ``replies`` until each servo in ``wanted``
+        gave a reply (a bad one ends the wait for it: the retry asks it again) or time is up.
+        """
+        deadline = time.monotonic() + timeout_ms / 1000
+        port.setPacketTimeoutMillis(timeout_ms)
+        pending = set(wanted)
+        try:
+            while pending:
+                # Wait for the first byte here (the SDK's receive loop busy-waits); past the
+                # deadline still take what is already buffered (this process may have been
+                # descheduled while the replies came in).
+                left = max(0.0, deadline - time.monotonic())
+                if not self._io(select.select, [port.ser], [], [], left)[0]:
+                    return
+                rx, result = self._io(self.packet.rxPacket, port, False)
+                if result == COMM_RX_TIMEOUT:
+                    return
+                dxl_id = rx[PKT_ID] if len(rx) > PKT_ERROR else None
+                if dxl_id not in pending:
+                    continue                      # a stray, repeated or headless reply
+                pending.discard(dxl_id)
+                data = bytes(rx[PKT_PARAMETER0 + 1:PKT_PARAMETER0 + 1 + length])
+                error = rx[PKT_ERROR]
+                if result != COMM_SUCCESS or error & 0x7F or len(data) != length:
+                    why[dxl_id] = describe_result(result) if result != COMM_SUCCESS else \
+                        dxl.decode_status_error(error).name or 'short reply'
+                    continue
+                replies[dxl_id] = data
                 if error & dxl.STATUS_ALERT:
                     alerts.append(dxl_id)
-            else:
-                if alerts and check_alert and self.on_alert is not None:
-                    self.on_alert(alerts)
-                return out
-        raise DeviceNotAnsweringError(
-            f'servo {missing} ({self.names.get(missing, "?")}) gave no valid reply to a sync '
-            f'read after {self.retries + 1} tries ({outcome})', self.hint)
+        finally:
+            port.is_using = False                 # the SDK's rxPacket would have reset it
 
     def sync_write(self, name: str, values: Mapping[int, int]) -> None:
         """Write register ``name`` of several servos in one packet (no replies)."""

@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from dexmpc_ros.core.errors import ConfigError
 from dexmpc_ros.core.robot_spec import RobotSpec
-from dexmpc_ros.wire.dynamixel_protocol import CURRENT_UNIT_A, LOAD_UNIT, XL430_W250, XM430_W350
+from dexmpc_ros.wire.dynamixel_protocol import (CURRENT_UNIT_A, LOAD_UNIT, VELOCITY_UNIT_RAD_S,
+                                                X_SERIES, XL430_W250, XM430_W350, from_bytes)
 
 TICKS_PER_REV = 4096
 CENTER_TICK = 2048
@@ -73,6 +74,11 @@ class Servo:
     def is_shadow(self) -> bool:
         """True for a servo that only follows its master."""
         return self.master is not None
+
+    @property
+    def label(self) -> str:
+        """'servo 4 (elbow)', for messages."""
+        return f'servo {self.id} ({self.name})'
 
 
 @dataclass(frozen=True)
@@ -205,3 +211,58 @@ def tick_limits(servo: Servo, spec: RobotSpec, gripper: GripperLinkage) -> tuple
         low, high = joint.lower, joint.upper
     lo, hi = sorted(int(np.clip(rad_to_tick(v), 0, MAX_TICK)) for v in (low, high))
     return lo, hi
+
+
+def joint_state_from_replies(raw: Mapping[int, bytes], start: int, servos: Sequence[Servo],
+                             joint_names: Sequence[str], gripper: GripperLinkage,
+                             shadow_tolerance_rad: float
+                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
+    """
+    Joint position, velocity, effort (``joint_names`` order, SI units) from sync-read replies.
+
+    Args:
+        raw: {servo ID: bytes from address ``start``} covering present current, velocity
+            and position; a servo may be missing (it did not answer).
+        start: the register address the replies begin at.
+        servos: the servo table; ``joint_names``: the spec's joints (``right_finger``
+            mirrors ``left_finger``).
+        gripper: finger linkage; ``shadow_tolerance_rad``: master/shadow gap that is a
+            fault [rad].
+
+    Returns:
+        (position, velocity, effort, faults): NaN for a joint whose master servo is
+        missing, and for the effort of a joint missing any of its servos (a sum of one
+        would be half); faults name shadows too far from their master.
+    """
+    def field(dxl_id: int, name: str) -> int:
+        item = X_SERIES[name]
+        return from_bytes(raw[dxl_id][item.address - start:][:item.size], signed=True)
+
+    names = list(joint_names)
+    position, velocity, effort = (np.full(len(names), np.nan) for _ in range(3))
+    by_name = {s.name: s for s in servos}
+    for servo in (s for s in servos if not s.is_shadow and s.id in raw):
+        j = names.index(servo.joint)
+        angle = float(tick_to_rad(field(servo.id, 'present_position')))
+        speed = field(servo.id, 'present_velocity') * VELOCITY_UNIT_RAD_S
+        tau = sum(torque_from_raw(s.model, field(s.id, 'present_current')) if s.id in raw
+                  else math.nan for s in servos if s.joint == servo.joint)
+        if servo.joint == 'left_finger':
+            rate = float(gripper.finger_rate(angle))
+            position[j], velocity[j] = float(gripper.finger(angle)), speed * rate
+            effort[j] = tau / (2 * rate) if rate > 1e-6 else math.nan
+        else:
+            position[j], velocity[j], effort[j] = angle, speed, tau
+    if 'right_finger' in names:
+        src, dst = names.index('left_finger'), names.index('right_finger')
+        position[dst], velocity[dst], effort[dst] = \
+            -position[src], -velocity[src], -effort[src]
+    faults = []
+    for shadow in (s for s in servos if s.is_shadow):
+        master = by_name[shadow.master]
+        if shadow.id in raw and master.id in raw:
+            gap = abs(float(tick_to_rad(field(shadow.id, 'present_position'))
+                            - tick_to_rad(field(master.id, 'present_position'))))
+            if gap > shadow_tolerance_rad:
+                faults.append(f'{shadow.name} is {gap:.3f} rad away from {master.name}')
+    return position, velocity, effort, tuple(faults)
