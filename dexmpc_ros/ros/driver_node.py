@@ -40,8 +40,9 @@ silent device measures it) is published as ``joint_states``, and diagnostics
 ``not_answering`` names the silent devices ('all (bus silent)' for a BusSilentError).
 A reading whose faults are ``self_clearing`` (the roach's lost radio link) holds the same
 way but ends by itself: the first fault-free reading re-enables and writes commands again;
-``~/recover`` meanwhile answers with the fault and what to check. The supervisor's e-stop stays latched until ``safety/reset``, as it defines, so the robot
-holds until the operator resets it either way. Malformed commands (by the safety rules
+``~/recover`` meanwhile answers with the fault and what to check. The supervisor's e-stop
+stays latched until ``safety/reset``, as it defines, so the robot holds until the operator
+resets it either way. Malformed commands (by the safety rules
 ``finite`` and ``names``: wrong joints, length, non-finite) and stale ones (older than
 ``command_age_budget_s``) are dropped and counted in diagnostics (``ros/lifecycle.py:
 CommandGate``, shared with the hand driver node).
