@@ -14,6 +14,12 @@ Locking: the emulator thread steps the twin; ``observe`` and ``request_reset`` c
 another thread (the ROS node). Every twin access on either side holds one lock, so an
 observation never sees half a physics step.
 
+The robot-specific wiring lives with the robot: ``robots/<robot>/emulator.py:
+hil_emulator(world)`` builds the (not yet started) emulator around ``world.twin``; it holds
+``world.lock`` around every twin access and applies requested resets
+(:meth:`HilWorld.take_reset`, :meth:`HilWorld.apply_reset`). A robot registered with
+``hil=True`` in ``robots/registry.py`` must have it.
+
 Resets. ``request_reset(seed)`` is applied by the emulator thread at its next twin step,
 so the registers or telemetry the driver reads next already show the new episode:
 
@@ -30,7 +36,7 @@ state the driver stamped after it shows the new episode.
 
 from __future__ import annotations
 
-import dataclasses
+import importlib
 import logging
 import os
 import threading
@@ -42,9 +48,8 @@ import numpy as np
 
 from dexmpc_ros.core.errors import ConfigError
 from dexmpc_ros.core.robot_spec import RobotSpec, load_robot_spec
-from dexmpc_ros.wire.pty_link import PtyLink
 from dexmpc_ros.robots.twin import BodyPose, Twin
-from dexmpc_ros.robots.registry import make_twin
+from dexmpc_ros.robots.registry import ROBOTS, make_twin
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +99,10 @@ class HilWorld:
 
     def __init__(self, robot: str, port: str, twin_options: dict[str, Any] | None = None,
                  seed: int | None = None, spec: RobotSpec | None = None) -> None:
-        if robot not in EMULATORS:
+        hil = sorted(name for name, entry in ROBOTS.items() if entry.hil)
+        if robot not in hil:
             raise ConfigError(f'no wire-protocol emulator for robot {robot!r}; '
-                              f'hardware-in-the-loop runs: {", ".join(sorted(EMULATORS))}')
+                              f'hardware-in-the-loop runs: {", ".join(hil)}')
         if not port:
             raise ConfigError('hil world: port must not be empty')
         self.spec = spec if spec is not None else load_robot_spec(robot)
@@ -105,15 +111,18 @@ class HilWorld:
         except (TypeError, ValueError) as exc:
             raise ConfigError(f'hil world: twin options {twin_options!r}: {exc}') from exc
         self.port = port
-        self._lock = threading.RLock()
+        #: held by every twin access, on the emulator's thread and the node's
+        self.lock = threading.RLock()
         self._pending: Any = _NO_RESET
         self._resets = 0
         self._reset_ns = 0
-        self._reset_twin = self.twin.reset          # replaced by the emulator's reset hook
-        self._apply_reset(seed)
+        #: what a reset does to the twin; an emulator whose body wraps the twin replaces it
+        self.reset_hook: Callable[[int | None], Any] = self.twin.reset
+        self.apply_reset(seed)
         parent = os.path.dirname(os.path.abspath(port))
         os.makedirs(parent, exist_ok=True)
-        self.emulator = EMULATORS[robot](self)
+        emulator_module = importlib.import_module(f'{ROBOTS[robot].package}.emulator')
+        self.emulator = emulator_module.hil_emulator(self)
 
     # Lifecycle ----------------------------------------------------------------------------
     @property
@@ -129,7 +138,7 @@ class HilWorld:
     def stop(self) -> None:
         """Stop serving (the port disappears) and free the twin."""
         self.emulator.stop()
-        with self._lock:
+        with self.lock:
             self.twin.close()
 
     def __enter__(self) -> HilWorld:
@@ -141,7 +150,7 @@ class HilWorld:
     # World interface ----------------------------------------------------------------------
     def observe(self) -> WorldSample:
         """The task state, reward, done flag and body pose now (see :class:`WorldSample`)."""
-        with self._lock:
+        with self.lock:
             names, values = self.twin.task_state()
             return WorldSample(list(names), np.array(values, dtype=np.float64),
                                float(self.twin.reward()), bool(self.twin.done()),
@@ -150,13 +159,13 @@ class HilWorld:
 
     def request_reset(self, seed: int | None = None) -> None:
         """Start a new episode at the emulator's next twin step (``seed`` as twin.reset)."""
-        with self._lock:
+        with self.lock:
             self._pending = seed
 
     @property
     def reset_pending(self) -> bool:
         """A requested reset has not been applied yet."""
-        with self._lock:
+        with self.lock:
             return self._pending is not _NO_RESET
 
     def stats(self) -> dict[str, float]:
@@ -167,98 +176,13 @@ class HilWorld:
         return {'telemetry_records': float(emulator.sent_records)}
 
     # Emulator side (called on the emulator thread, holding the lock) ---------------------
-    def _take_reset(self) -> Any:
+    def take_reset(self) -> tuple[bool, int | None]:
+        """(True, seed) if a reset was requested since the last call (and clear it)."""
         pending, self._pending = self._pending, _NO_RESET
-        return pending
+        return (False, None) if pending is _NO_RESET else (True, pending)
 
-    def _apply_reset(self, seed: int | None) -> None:
-        self._reset_twin(seed)
+    def apply_reset(self, seed: int | None) -> None:
+        """Reset the twin through :attr:`reset_hook` and count it."""
+        self.reset_hook(seed)
         self._resets += 1
         self._reset_ns = time.time_ns()
-
-
-# Robot-specific wiring ------------------------------------------------------------------------
-class _WidowXBusPhysics:
-    """WidowXTwinPhysics under the world's lock, applying requested resets."""
-
-    def __init__(self, world: HilWorld) -> None:
-        from dexmpc_ros.robots.widowx.physics import WidowXTwinPhysics
-
-        self.world = world
-        self.physics = WidowXTwinPhysics(twin=world.twin)
-        self.bus = None                    # set once the bus exists
-
-    def __call__(self, inputs: dict, dt: float) -> dict:
-        with self.world._lock:
-            seed = self.world._take_reset()
-            if seed is _NO_RESET:
-                return self.physics(inputs, dt)
-            self.world._apply_reset(seed)
-            # hold the reset pose for this period; then goals := the new present positions
-            held = {i: dataclasses.replace(m, torque_on=False) for i, m in inputs.items()}
-            outputs = self.physics(held, dt)
-            if self.bus is not None:
-                for dxl_id, out in outputs.items():
-                    if inputs[dxl_id].torque_on:
-                        self.bus.servos[dxl_id].set('goal_position', out.position)
-            return outputs
-
-
-def _widowx_emulator(world: HilWorld):
-    from dexmpc_ros.wire.dynamixel_bus import DynamixelBusEmulator
-    from dexmpc_ros.robots.widowx.physics import widowx_servos
-
-    physics = _WidowXBusPhysics(world)
-    baud = int(world.spec.driver.get('baud', 1_000_000))
-    bus = DynamixelBusEmulator(widowx_servos(physics.physics.initial_ticks(), world.spec),
-                               PtyLink(world.port), physics,
-                               physics_period_s=physics.physics.period_s, baudrate=baud)
-    physics.bus = bus
-    return bus
-
-
-class _LockedTwinBody:
-    """A roach TwinBody under the world's lock, applying requested resets."""
-
-    def __init__(self, world: HilWorld) -> None:
-        from dexmpc_ros.robots.roach.firmware import TwinBody
-
-        self.world = world
-        self.body = TwinBody(world.twin)
-        world._reset_twin = self.body.reset
-
-    def set_leg_speeds(self, omega: np.ndarray) -> None:
-        """Crank speed setpoints (2,) [rad/s]."""
-        with self.world._lock:
-            self.body.set_leg_speeds(omega)
-
-    def advance(self, dt: float) -> None:
-        """Apply a pending reset, then advance ``dt`` seconds."""
-        with self.world._lock:
-            seed = self.world._take_reset()
-            if seed is not _NO_RESET:
-                self.world._apply_reset(seed)
-            self.body.advance(dt)
-
-    def sensors(self):
-        """The body's measurements (BodySensors)."""
-        with self.world._lock:
-            return self.body.sensors()
-
-
-def _roach_emulator(world: HilWorld):
-    from dexmpc_ros.robots.roach.firmware import EmulatorConfig, RoachFirmwareEmulator
-
-    config = EmulatorConfig(
-        robot_address=int(world.spec.driver.get('robot_address', 0x0001)),
-        baudrate=int(world.spec.driver.get('baud', 57600)),
-        telemetry=str(world.spec.driver.get('telemetry', 'stream')))   # as the driver is told
-    return RoachFirmwareEmulator(PtyLink(world.port, drop_when_full=True),
-                                 _LockedTwinBody(world), config)
-
-
-#: robot -> builder of its (not yet started) emulator around the world's twin.
-EMULATORS: dict[str, Callable[[HilWorld], Any]] = {
-    'widowx': _widowx_emulator,
-    'roach': _roach_emulator,
-}

@@ -29,7 +29,8 @@ class RobotEntry:
             for the generic ``driver_node``; None when the robot has no such driver.
         hardware_node: node kind that moves the real robot (``driver``: driver_node around
             ``driver_classes``; ``hand_driver``: the ros2_control client node).
-        hil: its emulator can stand behind the real driver (backend ``hil``).
+        hil: its emulator can stand behind the real driver (backend ``hil``):
+            ``<folder>/emulator.py`` has ``hil_emulator(world)`` (``robots/hil_world.py``).
     """
 
     folder: str
