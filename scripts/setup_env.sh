@@ -41,13 +41,9 @@ stamp="$VENV/.dexmpc-lock-$(sha256sum requirements.lock | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
     say "installing pinned dependencies (requirements.lock)"
     "$VENV/bin/python" -m pip install -q --upgrade 'pip>=24'
-    # --no-deps: the lock pins every package, and pip's resolver would refuse it as a whole
-    # because colcon-core asks for setuptools<80 (see requirements.lock). pip check then
-    # catches a missing or conflicting dependency, that one known conflict aside.
-    "$VENV/bin/python" -m pip install -q --no-deps -r requirements.lock
-    broken="$("$VENV/bin/python" -m pip check 2>&1 | grep -v -e '^No broken requirements' \
-        -e '^colcon-core [0-9.]* has requirement setuptools<80' || true)"
-    if [ -n "$broken" ]; then
+    "$VENV/bin/python" -m pip install -q -r requirements.lock
+    # the lock pins every package: a missing or conflicting dependency is a broken lock
+    if ! broken="$("$VENV/bin/python" -m pip check 2>&1)"; then
         say "ERROR: requirements.lock is inconsistent (pip check):"
         printf '%s\n' "$broken" >&2
         exit 1

@@ -130,11 +130,6 @@ def test_colcon_build_installs_the_ament_layout(workspace: Path):
         installed = {p.relative_to(share / folder) for p in (share / folder).rglob('*')
                      if p.is_file()}
         assert source and source <= installed, f'{folder}/ not installed: {source - installed}'
-    site = next(prefix.glob('lib/python3*/site-packages'))
-    data = {p.relative_to(REPO) for p in (REPO / PACKAGE).rglob('*')
-            if p.is_file() and p.suffix not in ('.py', '.pyc')}
-    missing = {p for p in data if not (site / p).is_file()}
-    assert not missing, f'package data not installed: {sorted(map(str, missing))}'
 
 
 def test_every_executable_the_launch_file_names_is_in_lib(workspace: Path, tmp_path: Path,
@@ -164,8 +159,18 @@ def test_sourced_install_finds_its_package_and_config(workspace: Path):
     prefix, module, config = done.stdout.split()
     install = workspace / 'install' / PACKAGE
     assert Path(prefix) == install
-    assert Path(module).is_relative_to(install), module
-    assert Path(config) == install / 'share' / PACKAGE / 'config'
+    # --symlink-install links the package to the workspace's source (build/ or src/): the
+    # workspace's copy is imported, not this checkout, with all its package data
+    assert Path(module).is_relative_to(workspace), module
+    package_dir = Path(module).parent
+    data = {p.relative_to(REPO / PACKAGE) for p in (REPO / PACKAGE).rglob('*')
+            if p.is_file() and p.suffix not in ('.py', '.pyc')}
+    missing = sorted(str(p) for p in data if not (package_dir / p).is_file())
+    assert data and not missing, f'package data not installed: {missing}'
+    # config: the linked source tree's (edits take effect, as --symlink-install promises) or
+    # the installed share/ (a copying install)
+    assert Path(config) in (workspace / 'src' / PACKAGE / 'config',
+                            install / 'share' / PACKAGE / 'config'), config
     listed = sourced(workspace, f'{install}/lib/{PACKAGE}/dexmpc list')
     assert listed.returncode == 0, listed.stderr
     assert {line.split()[0] for line in listed.stdout.splitlines()} == \
