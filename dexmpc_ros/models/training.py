@@ -148,7 +148,8 @@ def train_from_bags(bags: Sequence[str | Path], spec: RobotSpec, store: Checkpoi
                                       'train_transitions': len(train),
                                       'validation_transitions': len(validation),
                                       'losses': losses}})
-    entry = store.propose(path, metrics, baseline)
+    entry = store.propose(path, metrics, baseline,
+                          baseline_path=current.path if current is not None else None)
     figure = _plot_losses(losses, metrics, path) if plot else None
     return TrainResult(entry, path, metrics, losses, figure)
 
