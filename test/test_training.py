@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 from test_transitions import TwinRecording
@@ -66,11 +68,54 @@ def test_cli_train_and_errors(bag, tmp_path, capsys):
     assert 'no_bag' in capsys.readouterr().err
 
 
-def test_one_episode_cannot_be_validated(tmp_path):
-    spec = load_robot_spec('hand24')
-    path = tmp_path / 'one'
-    TwinRecording(path, spec, sim_time=False, seed=1).run(
+@pytest.fixture(scope='module')
+def one_episode(tmp_path_factory):
+    """A bag of one episode (as a short `dexmpc up` records): nothing to hold out."""
+    path = tmp_path_factory.mktemp('bags') / 'one'
+    TwinRecording(path, load_robot_spec('hand24'), sim_time=False, seed=1).run(
         steps=8, episode_steps=100, reset_at=-1, skip=set())
-    with pytest.raises((ValueError, BagError), match='episode'):
-        train_from_bags([path], spec, CheckpointStore(tmp_path / 's'),
+    return path
+
+
+def test_one_episode_cannot_be_validated(one_episode, tmp_path):
+    spec = load_robot_spec('hand24')
+    with pytest.raises(BagError, match='record longer: 1 episode'):
+        train_from_bags([one_episode], spec, CheckpointStore(tmp_path / 's'),
                         TrainConfig(epochs=1, **SMALL))
+
+
+def test_cli_train_on_one_episode_says_record_longer_not_a_traceback(one_episode, tmp_path):
+    store = tmp_path / 'store'
+    result = subprocess.run(
+        [sys.executable, '-m', 'dexmpc_ros.runtime.cli', 'train', str(one_episode),
+         '--robot', 'hand24', '--store', str(store), '--epochs', '1', '--quiet'],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        'dexmpc: error: record longer: 1 episode(s) with transitions in 1 bag(s), need '
+        'at least 2 (one to train, one held out)']
+    assert not store.exists()   # a failed first training leaves no empty store behind
+
+
+@pytest.mark.parametrize('flags, says', [
+    (['--holdout', '1.5'], '--holdout must be in (0, 1), got 1.5'),
+    (['--hidden', '0'], '--hidden widths must be integers >= 1'),
+    (['--epochs', '-1'], '--epochs must be an integer >= 0, got -1'),
+    (['--ensemble', '0'], '--ensemble must be an integer >= 1, got 0'),
+    (['--horizon', '0'], '--horizon must be an int >= 1, got 0'),
+    (['--robot', 'nobot'], "unknown robot 'nobot'"),
+])
+def test_cli_train_bad_flags_exit_2_naming_the_flag(bag, tmp_path, capsys, flags, says):
+    args = ['train', str(bag), '--robot', 'hand24', '--store', str(tmp_path / 's'),
+            '--quiet', *flags]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert says in err and len(err.splitlines()) == 1, err
+
+
+def test_cli_train_into_a_file_is_a_user_error(bag, tmp_path, capsys):
+    (tmp_path / 'file').write_text('')
+    assert main(['train', str(bag), '--robot', 'hand24', '--store', str(tmp_path / 'file'),
+                 '--quiet']) == 2
+    err = capsys.readouterr().err
+    assert 'cannot be used as a checkpoint store' in err and len(err.splitlines()) == 1
