@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from test_transitions import TwinRecording
 
 from dexmpc_ros.core.errors import BagError
 from dexmpc_ros.core.robot_spec import load_robot_spec
+from dexmpc_ros.data.bag_reader import read_bag
 from dexmpc_ros.models.checkpoint import load_checkpoint
 from dexmpc_ros.models.store import CheckpointStore
 from dexmpc_ros.models.training import TrainConfig, train_from_bags
 from dexmpc_ros.runtime.cli import main
 
+README = Path(__file__).resolve().parents[1] / 'README.md'
 SMALL = dict(ensemble_size=2, hidden=(32,), horizon=3, holdout=0.34, seed=0, threads=1)
 
 
@@ -119,3 +124,56 @@ def test_cli_train_into_a_file_is_a_user_error(bag, tmp_path, capsys):
                  '--quiet']) == 2
     err = capsys.readouterr().err
     assert 'cannot be used as a checkpoint store' in err and len(err.splitlines()) == 1
+
+
+def readme_blocks(heading: str) -> list[tuple[str, str]]:
+    """``(language, code)`` of each fenced block in the README section under ``heading``."""
+    section = README.read_text(encoding='utf-8').split(heading + '\n', 1)[1]
+    section = section.split('\n## ', 1)[0].split('\n### ', 1)[0]
+    return re.findall(r'```(\w+)\n(.*?)```', section, re.S)
+
+
+def run_line(line: str, cwd: Path) -> subprocess.CompletedProcess:
+    """A README shell line: ``python ...`` or ``dexmpc ...``, with this interpreter."""
+    words = shlex.split(line)
+    command = {'python': [sys.executable], 'dexmpc': [sys.executable, '-m',
+                                                      'dexmpc_ros.runtime.cli']}[words[0]]
+    return subprocess.run(command + words[1:], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_a_bag_another_recorder_wrote_trains_through_the_cli(tmp_path):
+    """
+    The README's "Training from any rosbag2 bag" steps, run as written: a bag written with
+    plain rosbags (namespaced topics, no task_state, a topic of an empty-definition type)
+    trains with --no-task-state; without it the error says to pass it.
+    """
+    (python, script), (shell, commands) = readme_blocks('### Training from any rosbag2 bag')
+    assert (python, shell) == ('python', 'bash')
+    name = script.splitlines()[0].lstrip('# ').strip()
+    (tmp_path / name).write_text(script)
+    lines = commands.strip().splitlines()
+    assert lines[0] == f'python {name}'
+    written = run_line(lines[0], tmp_path)
+    assert written.returncode == 0, written.stderr
+
+    bag = read_bag(tmp_path / 'foreign_bag')          # the empty type reads, as no fields
+    assert len(bag['/arm/heartbeat']) == 90 == len(bag['/arm/joint_states'])
+    assert bag['/arm/heartbeat'][0][1].__msgtype__ == 'test_msgs/msg/Empty'
+
+    without = run_line(lines[1].replace(' --no-task-state', ''), tmp_path)
+    assert without.returncode == 2
+    assert without.stderr.splitlines() == [without.stderr.strip()]
+    assert "'task_state' matches no topic" in without.stderr
+    assert 'pass --no-task-state to learn from joint_states alone' in without.stderr
+
+    trained = run_line(lines[1], tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    assert 'ACCEPTED, now current: first model' in trained.stdout
+    _, manifest = load_checkpoint(tmp_path / 'foreign_models' / 'ckpt-0001',
+                                  expect_robot='widowx')
+    spec = load_robot_spec('widowx')
+    assert len(manifest['state_names']) == 2 * len(spec.joint_names)   # no task entries
+    assert manifest['source_bags'] == [str(tmp_path / 'foreign_bag')]
+    assert manifest['extra']['train_transitions'] + \
+        manifest['extra']['validation_transitions'] > 60

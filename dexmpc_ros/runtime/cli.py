@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from dexmpc_ros.core.errors import BagError, CheckpointError, ConfigError, DexmpcError
 from dexmpc_ros.core.robot_spec import available_robots, load_robot_spec
+from dexmpc_ros.data.bag_reader import bag_info
 from dexmpc_ros.models.store import HISTORY_FILE, CheckpointStore
 from dexmpc_ros.models.training import TrainConfig, train_from_bags
 from dexmpc_ros.runtime.domains import DomainBusyError, claim_domain
@@ -163,13 +164,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = _train_config(args)
     spec = load_robot_spec(args.robot)
     store = open_store(args.store, create=True)
-    with tqdm(total=config.epochs, unit='epoch', disable=args.quiet, desc='training') as bar:
-        def progress(epoch: int, loss: float) -> None:
-            bar.set_postfix(loss=f'{loss:.4g}')
-            bar.update(1)
+    bars: list[tqdm] = []
 
+    def progress(epoch: int, loss: float) -> None:
+        if not bars:  # from the first epoch: an error reading the bags comes without a bar
+            bars.append(tqdm(total=config.epochs, unit='epoch', disable=args.quiet,
+                             desc='training'))
+        bars[0].set_postfix(loss=f'{loss:.4g}')
+        bars[0].update(1)
+
+    try:
         result = train_from_bags(args.bags, spec, store, config, on_epoch=progress,
                                  task_names=() if args.no_task_state else None)
+    finally:
+        for bar in bars:
+            bar.close()
     metrics = result.metrics
     print(f'checkpoint: {result.checkpoint}')
     print(f'held-out {metrics["horizon"]}-step error: mean {metrics["score"]:.4g}, '
@@ -181,15 +190,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def train_leaving_no_empty_store(args: argparse.Namespace) -> int:
-    """:func:`cmd_train`; a first training that fails removes the store folder it created."""
+def run_train(args: argparse.Namespace) -> int:
+    """
+    :func:`cmd_train`, and when it fails: remove the store folder it created (still empty),
+    and point a bag without ``task_state`` to ``--no-task-state``.
+    """
     new_store = not args.store.exists()
     try:
         return cmd_train(args)
-    except BaseException:
+    except BaseException as exc:
         if new_store and args.store.is_dir() and not any(args.store.iterdir()):
             args.store.rmdir()
+        if isinstance(exc, BagError) and not args.no_task_state:
+            lacking = [str(b) for b in args.bags if not _has_topic(b, 'task_state')]
+            if lacking:
+                raise BagError(f'{exc} ({", ".join(lacking)} has no task_state topic: pass '
+                               f'--no-task-state to learn from joint_states alone)') from exc
         raise
+
+
+def _has_topic(bag: Path, name: str) -> bool:
+    """``bag`` lists a topic ``name`` in some namespace (True if it cannot be read)."""
+    try:
+        topics = bag_info(bag).topics
+    except BagError:
+        return True
+    return any(t == name or t.endswith('/' + name) for t in topics)
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
@@ -348,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == 'robots':
             return cmd_robots()
         if args.command == 'train':
-            return train_leaving_no_empty_store(args)
+            return run_train(args)
         if args.command == 'rollback':
             return cmd_rollback(args)
         if args.command == 'models':
