@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from test_transitions import TwinRecording
 
-from dexmpc_ros.core.errors import BagError
+from dexmpc_ros.core.errors import BagError, CheckpointError
 from dexmpc_ros.core.robot_spec import load_robot_spec
 from dexmpc_ros.data.bag_reader import read_bag
 from dexmpc_ros.models.checkpoint import load_checkpoint
@@ -177,3 +177,13 @@ def test_a_bag_another_recorder_wrote_trains_through_the_cli(tmp_path):
     assert manifest['source_bags'] == [str(tmp_path / 'foreign_bag')]
     assert manifest['extra']['train_transitions'] + \
         manifest['extra']['validation_transitions'] > 60
+
+
+def test_no_task_state_is_refused_where_the_model_in_use_has_task_entries(bag, tmp_path):
+    spec = load_robot_spec('hand24')
+    store = CheckpointStore(tmp_path / 'store')
+    train_from_bags([bag], spec, store, TrainConfig(epochs=1, **SMALL), plot=False)
+    with pytest.raises(CheckpointError, match=r"has task entries \['valve_angle'"):
+        train_from_bags([bag], spec, store, TrainConfig(epochs=1, **SMALL), plot=False,
+                        task_names=())
+    assert len(store.entries) == 1
