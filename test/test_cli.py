@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from dexmpc_ros.learning.store import CheckpointStore
 from dexmpc_ros.runtime.experiment import available_experiments
 
 
@@ -59,3 +60,21 @@ def test_up_help_documents_every_exit_status():
     codes = [line.split()[0] for line in help_text.splitlines()[1:] if line[2:3].isdigit()]
     assert codes == ['0', '1', '2', '3'], help_text
     assert 'still e-stopped at the end' in help_text and 'ERROR' in help_text
+
+
+def test_rollback_and_models_need_an_existing_store(tmp_path):
+    for command in ('rollback', 'models'):
+        result = dexmpc(command, str(tmp_path / 'typo'))
+        assert result.returncode == 2
+        assert result.stderr.splitlines() == [
+            f"dexmpc: error: {tmp_path / 'typo'}: no checkpoint store here (no "
+            f"history.json); pass a run's models/ folder or a dexmpc train --store folder"]
+        assert not (tmp_path / 'typo').exists()   # looking did not create a store
+
+
+def test_rollback_without_a_previous_model_is_a_user_error(tmp_path):
+    CheckpointStore(tmp_path).propose(tmp_path / 'ckpt-0001', {'score': 1.0})
+    result = dexmpc('rollback', str(tmp_path))
+    assert result.returncode == 2
+    assert 'only accepted model; nothing to roll back to' in result.stderr
+    assert len(result.stderr.splitlines()) == 1

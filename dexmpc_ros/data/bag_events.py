@@ -106,8 +106,8 @@ def _stamp(msg: Any) -> int:
 def task_state_names(path: Path, ts_events: list[tuple[str, int, Any]]) -> tuple[str, ...]:
     """The bag's task_state names; BagError if the topic is silent or they change."""
     if not ts_events:
-        raise BagError(f'{path}: no task_state message; pass task_names=() to learn from '
-                       f'joint_states alone')
+        raise BagError(f'{path}: no task_state message; to learn from joint_states alone '
+                       f'pass task_names=() (dexmpc train --no-task-state)')
     names = tuple(ts_events[0][2].name)
     for _, t, msg in ts_events[1:]:
         if tuple(msg.name) != names:

@@ -42,11 +42,12 @@ from typing import Any
 import numpy as np
 import yaml
 from rosbags.rosbag2 import Reader
-from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+from rosbags.typesys import Stores, get_typestore
 from rosbags.typesys.store import Typestore
 
 from dexmpc_ros.core.errors import BagError
 from dexmpc_ros.core.message_fields import stamp_to_ns
+from dexmpc_ros.data.bag_types import register_connection_type
 
 #: ``(bag timestamp [ns], deserialized message)``
 Stamped = tuple[int, Any]
@@ -154,7 +155,7 @@ def iter_messages(path: str | Path, topics: Sequence[str] | None = None,
         path: bag directory.
         topics: names to keep (see :func:`resolve_topics`); None keeps all.
         typestore: message definitions; default ROS 2 Jazzy, extended with any definition
-            a segment carries for a type it lacks.
+            a segment carries for a type it lacks (:mod:`~dexmpc_ros.data.bag_types`).
         info: the bag's metadata as read before; only the segments it lists are read.
             Default: read metadata.yaml now.
 
@@ -213,8 +214,7 @@ def _read_segment(segment: Path, keep: set[str] | None,
         with Reader(segment) as reader:
             connections = [c for c in reader.connections if keep is None or c.topic in keep]
             for conn in connections:
-                if conn.msgtype not in store.fielddefs and conn.msgdef.data:
-                    store.register(get_types_from_msg(conn.msgdef.data, conn.msgtype))
+                register_connection_type(store, conn, str(segment))
             if not connections:
                 return
             for conn, stamp, raw in reader.messages(connections=connections):

@@ -8,7 +8,12 @@ A store is a directory::
       ckpt-0001/ ...      checkpoints (learning/checkpoint.py), never overwritten or deleted
 
 ``history.json`` is rewritten atomically (temp file + fsync + rename), so a crash leaves
-either the old or the new history. The *current* model is the newest accepted entry that
+either the old or the new history, and a reader never sees half of it. Several processes
+may change one store at once (the learner node proposing, ``dexmpc rollback`` from a
+shell): every change takes an exclusive ``fcntl.flock`` on ``.history.lock`` next to the
+history, re-reads the history under it, changes that and writes it back, so no change is
+lost; queries re-read the file too, so a long-lived store object never acts on a stale
+history. The *current* model is the newest accepted entry that
 has not been rolled back; :meth:`CheckpointStore.propose` accepts a new model only if its
 validation error beats the current one's (the learner never swaps in a worse model);
 :meth:`CheckpointStore.rollback` marks the current one rolled back, so the one accepted
@@ -17,9 +22,13 @@ before it becomes current again.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -29,6 +38,10 @@ from dexmpc_ros.core.files import write_text_atomic
 
 HISTORY_FILE = 'history.json'
 HISTORY_VERSION = 1
+#: flock'ed around every read-modify-write of the history (never deleted: a process
+#: holding a lock on an unlinked file would not exclude one that creates a new one)
+LOCK_FILE = '.history.lock'
+_CHECKPOINT_DIR = re.compile(r'ckpt-(\d+)$')
 
 
 @dataclass
@@ -57,6 +70,10 @@ class CheckpointStore:
     """
     Checkpoint history under ``root`` (created if missing).
 
+    ``entries`` is the history as last read: :meth:`current`, :meth:`next_path`,
+    :meth:`propose` and :meth:`rollback` re-read it first (:meth:`refresh`), so changes
+    other processes made in between are seen and kept.
+
     Args:
         root: the store directory.
         min_improvement: a proposal must lower the current ``score`` by this fraction
@@ -72,20 +89,30 @@ class CheckpointStore:
         self.entries = self._read()
 
     # Queries -----------------------------------------------------------------------------
+    def refresh(self) -> list[Entry]:
+        """Re-read ``history.json`` into ``entries`` (and return them)."""
+        self.entries = self._read()
+        return self.entries
+
     def current(self) -> Entry | None:
-        """The model in use: the newest accepted entry not rolled back."""
-        for entry in reversed(self.entries):
-            if entry.accepted and not entry.rolled_back:
-                return entry
-        return None
+        """The model in use now: the newest accepted entry not rolled back (re-read)."""
+        return _current(self.refresh())
 
     def next_path(self) -> Path:
-        """Where the next checkpoint should be saved (``ckpt-NNNN``)."""
-        return self.root / f'ckpt-{len(self.entries) + 1:04d}'
+        """
+        Where the next checkpoint should be saved: ``ckpt-NNNN`` past every entry and dir.
+
+        Past the directories too: another process may have saved a checkpoint it has not
+        proposed yet (``save_checkpoint`` refuses an existing directory).
+        """
+        taken = [int(m.group(1)) for p in self.root.iterdir()
+                 if (m := _CHECKPOINT_DIR.match(p.name))]
+        return self.root / f'ckpt-{max([len(self.refresh()), *taken]) + 1:04d}'
 
     # Changes -----------------------------------------------------------------------------
     def propose(self, path: str | os.PathLike[str], metrics: dict[str, Any],
-                baseline: float | None = None) -> Entry:
+                baseline: float | None = None,
+                baseline_path: str | os.PathLike[str] | None = None) -> Entry:
         """
         Record a saved checkpoint and decide whether it replaces the current one.
 
@@ -94,6 +121,9 @@ class CheckpointStore:
             metrics: must hold ``score`` (validation error, lower is better, finite).
             baseline: the current model's score re-measured on the same validation data
                 (a fair comparison); None compares with the score it was accepted with.
+            baseline_path: the checkpoint ``baseline`` was measured for. If another model
+                is current by now (a rollback or another proposal while this one trained),
+                ``baseline`` is ignored and the current one's own score is compared.
 
         Returns:
             The new entry (``accepted`` tells the caller whether to publish it).
@@ -101,7 +131,16 @@ class CheckpointStore:
         score = metrics.get('score')
         if not isinstance(score, (int, float)) or score != score or abs(score) == float('inf'):
             raise ValueError(f'metrics need a finite "score", got {score!r}')
-        current = self.current()
+        with self._locked():
+            return self._propose(Path(path).absolute(), metrics, baseline, baseline_path)
+
+    def _propose(self, path: Path, metrics: dict[str, Any], baseline: float | None,
+                 baseline_path: str | os.PathLike[str] | None) -> Entry:
+        score = metrics['score']
+        current = _current(self.entries)
+        if current is not None and baseline_path is not None and \
+                Path(baseline_path).absolute() != Path(current.path):
+            baseline = None  # measured for a model that is no longer in use
         if current is None:
             accepted, reason = True, 'first model'
         else:
@@ -111,7 +150,7 @@ class CheckpointStore:
             reason = (f'score {score:.4g} {"<" if accepted else ">="} {bound:.4g} '
                       f'(current {Path(current.path).name}: {reference:.4g}'
                       f'{" on the same data" if baseline is not None else ""})')
-        entry = Entry(str(Path(path).absolute()), time.time(), dict(metrics), accepted, reason)
+        entry = Entry(str(path), time.time(), dict(metrics), accepted, reason)
         self.entries.append(entry)
         self._write()
         return entry
@@ -126,12 +165,16 @@ class CheckpointStore:
         Raises:
             CheckpointError: fewer than two models to go between.
         """
-        current = self.current()
+        with self._locked():
+            return self._rollback(reason)
+
+    def _rollback(self, reason: str) -> Entry:
+        current = _current(self.entries)
         if current is None:
             raise CheckpointError(f'{self.root}: no model in use, nothing to roll back')
         current.rolled_back = True
         current.reason = reason
-        previous = self.current()
+        previous = _current(self.entries)
         if previous is None:
             current.rolled_back = False
             raise CheckpointError(f'{self.root}: {Path(current.path).name} is the only '
@@ -140,6 +183,17 @@ class CheckpointStore:
         return previous
 
     # Persistence -------------------------------------------------------------------------
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the store's lock, with ``entries`` re-read under it, while changing them."""
+        fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # released by close, also if the process dies
+            self.refresh()
+            yield
+        finally:
+            os.close(fd)
+
     def _read(self) -> list[Entry]:
         path = self.root / HISTORY_FILE
         if not path.exists():
@@ -161,3 +215,11 @@ class CheckpointStore:
             f.write('\n')
 
         write_text_atomic(self.root / HISTORY_FILE, write)
+
+
+def _current(entries: list[Entry]) -> Entry | None:
+    """The newest accepted entry not rolled back."""
+    for entry in reversed(entries):
+        if entry.accepted and not entry.rolled_back:
+            return entry
+    return None

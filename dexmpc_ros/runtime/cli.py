@@ -5,10 +5,14 @@ The ``dexmpc`` command line.
     dexmpc up <name> [--duration S] [--set node.param=value ...] [--output DIR]
               [--domain-id N|auto]      N: refused while another dexmpc run holds it
     dexmpc robots                             robot specs, one per line
-    dexmpc train <bag>... --robot R --store DIR [--epochs N ...]   train, validate, propose
+    dexmpc train <bag>... --robot R --store DIR [--epochs N ...] [--no-task-state]
+                                              train, validate, propose
     dexmpc rollback <store> [--reason TEXT]   put the previous accepted model back in use
     dexmpc models <store>                     the checkpoint history of a store
     dexmpc report <run>                       write <run>/report/: report.md, .html, plots
+
+User errors (bad input, a missing or unusable bag, store or run folder) print one line,
+``dexmpc: error: <what is wrong>; <what to do>``, and exit 2; Ctrl-C exits 130.
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ from tqdm import tqdm
 
 from dexmpc_ros.core.errors import BagError, CheckpointError, ConfigError, DexmpcError
 from dexmpc_ros.core.robot_spec import available_robots, load_robot_spec
+from dexmpc_ros.data.bag_reader import bag_info
 from dexmpc_ros.learning.dynamics.config import DynamicsConfig
-from dexmpc_ros.learning.store import CheckpointStore
+from dexmpc_ros.learning.store import HISTORY_FILE, CheckpointStore
 from dexmpc_ros.learning.dynamics.training import TrainConfig, train_from_bags
 from dexmpc_ros.runtime.domains import DomainBusyError, claim_domain
 from dexmpc_ros.runtime.experiment import Experiment, describe_experiments, load_experiment
@@ -110,6 +115,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument('--seed', type=int, default=DynamicsConfig.seed)
     train.add_argument('--threads', type=int, default=0,
                        help='torch threads (0: torch\'s default)')
+    train.add_argument('--no-task-state', action='store_true',
+                       help='learn from joint_states alone: the state is joint positions '
+                            'and velocities, a task_state topic is neither needed nor read '
+                            '(for bags recorded without one, e.g. on a real robot)')
     train.add_argument('--quiet', action='store_true', help='no progress bar')
     rollback = sub.add_parser('rollback', help='take the current model out of use; the one '
                               'accepted before it is used again (the learner republishes it)')
@@ -124,19 +133,65 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: ``dexmpc train`` flag of each TrainConfig field it sets (errors name the flag)
+_TRAIN_FLAGS = {'ensemble_size': '--ensemble', 'hidden': '--hidden', 'epochs': '--epochs',
+                'holdout': '--holdout', 'horizon': '--horizon', 'seed': '--seed',
+                'threads': '--threads'}
+
+
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    """The flags as a TrainConfig; ConfigError naming the flag for a bad value."""
+    try:
+        model = DynamicsConfig(ensemble_size=args.ensemble, hidden=tuple(args.hidden),
+                               epochs=args.epochs, seed=args.seed, threads=args.threads)
+        return TrainConfig(model=model, holdout=args.holdout, horizon=args.horizon)
+    except ValueError as exc:
+        message = str(exc)
+        for field_name, flag in _TRAIN_FLAGS.items():
+            if message.startswith(field_name + ' '):
+                message = flag + message[len(field_name):]
+                break
+        raise ConfigError(f'{message}; see dexmpc train --help') from None
+
+
+def open_store(path: Path, create: bool) -> CheckpointStore:
+    """
+    The checkpoint store at ``path``; ``create`` False: it must exist (rollback, models).
+
+    Raises:
+        CheckpointError: no store there (``create`` False), or its history is unreadable.
+        ConfigError: the path cannot hold a store (a file, no permission, ...).
+    """
+    if not create and not (path / HISTORY_FILE).is_file():
+        raise CheckpointError(f'{path}: no checkpoint store here (no {HISTORY_FILE}); pass '
+                              f'a run\'s models/ folder or a dexmpc train --store folder')
+    try:
+        return CheckpointStore(path)
+    except OSError as exc:
+        raise ConfigError(f'{path}: cannot be used as a checkpoint store '
+                          f'({exc.strerror or exc}); pass a writable directory') from None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train from bags, print the validation and whether the store accepted the model."""
-    model = DynamicsConfig(ensemble_size=args.ensemble, hidden=tuple(args.hidden),
-                           epochs=args.epochs, seed=args.seed, threads=args.threads)
-    config = TrainConfig(model=model, holdout=args.holdout, horizon=args.horizon)
+    config = _train_config(args)
     spec = load_robot_spec(args.robot)
-    store = CheckpointStore(args.store)
-    with tqdm(total=model.epochs, unit='epoch', disable=args.quiet, desc='training') as bar:
-        def progress(epoch: int, loss: float) -> None:
-            bar.set_postfix(loss=f'{loss:.4g}')
-            bar.update(1)
+    store = open_store(args.store, create=True)
+    bars: list[tqdm] = []
 
-        result = train_from_bags(args.bags, spec, store, config, on_epoch=progress)
+    def progress(epoch: int, loss: float) -> None:
+        if not bars:  # from the first epoch: an error reading the bags comes without a bar
+            bars.append(tqdm(total=config.model.epochs, unit='epoch', disable=args.quiet,
+                             desc='training'))
+        bars[0].set_postfix(loss=f'{loss:.4g}')
+        bars[0].update(1)
+
+    try:
+        result = train_from_bags(args.bags, spec, store, config, on_epoch=progress,
+                                 task_names=() if args.no_task_state else None)
+    finally:
+        for bar in bars:
+            bar.close()
     metrics = result.metrics
     print(f'checkpoint: {result.checkpoint}')
     print(f'held-out {metrics["horizon"]}-step error: mean {metrics["score"]:.4g}, '
@@ -148,9 +203,37 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_train(args: argparse.Namespace) -> int:
+    """
+    :func:`cmd_train`, and when it fails: remove the store folder it created (still empty),
+    and point a bag without ``task_state`` to ``--no-task-state``.
+    """
+    new_store = not args.store.exists()
+    try:
+        return cmd_train(args)
+    except BaseException as exc:
+        if new_store and args.store.is_dir() and not any(args.store.iterdir()):
+            args.store.rmdir()
+        if isinstance(exc, BagError) and not args.no_task_state:
+            lacking = [str(b) for b in args.bags if not _has_topic(b, 'task_state')]
+            if lacking:
+                raise BagError(f'{exc} ({", ".join(lacking)} has no task_state topic: pass '
+                               f'--no-task-state to learn from joint_states alone)') from exc
+        raise
+
+
+def _has_topic(bag: Path, name: str) -> bool:
+    """``bag`` lists a topic ``name`` in some namespace (True if it cannot be read)."""
+    try:
+        topics = bag_info(bag).topics
+    except BagError:
+        return True
+    return any(t == name or t.endswith('/' + name) for t in topics)
+
+
 def cmd_rollback(args: argparse.Namespace) -> int:
     """Roll the store back one accepted model and say which one is current now."""
-    store = CheckpointStore(args.store)
+    store = open_store(args.store, create=False)
     previous = store.current()
     now = store.rollback(args.reason)
     print(f'rolled back {Path(previous.path).name}; current model: {now.path}')
@@ -159,7 +242,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     """Print the history: one line per proposal, the current one marked."""
-    store = CheckpointStore(args.store)
+    store = open_store(args.store, create=False)
     current = store.current()
     for entry in store.entries:
         mark = '*' if entry is current else ' '
@@ -306,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == 'robots':
             return cmd_robots()
         if args.command == 'train':
-            return cmd_train(args)
+            return run_train(args)
         if args.command == 'rollback':
             return cmd_rollback(args)
         if args.command == 'models':
@@ -317,6 +400,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileExistsError, CheckpointError, BagError, DomainBusyError) as exc:
         print(f'dexmpc: error: {exc}', file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:  # a file or folder the user named: missing, a file, read-only
+        print(f'dexmpc: error: {exc}; check the path and its permissions', file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f'dexmpc: {args.command} interrupted', file=sys.stderr)
+        return 130
 
 
 if __name__ == '__main__':

@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 
 from dexmpc_ros.core.action_space import check_action_space
-from dexmpc_ros.core.errors import CheckpointError
+from dexmpc_ros.core.errors import BagError, CheckpointError
 from dexmpc_ros.core.robot_spec import RobotSpec
-from dexmpc_ros.core.state_layout import StateLayout
+from dexmpc_ros.core.state_layout import TASK, StateLayout
 from dexmpc_ros.data.transitions import Transitions, transitions_from_bags
 from dexmpc_ros.learning.checkpoint import load_checkpoint, save_checkpoint
 from dexmpc_ros.learning.dynamics.model import DeltaDynamics
@@ -86,7 +86,8 @@ class TrainResult:
 def train_from_bags(bags: Sequence[str | Path], spec: RobotSpec, store: CheckpointStore,
                     config: TrainConfig | None = None,
                     on_epoch: Callable[[int, float], Any] | None = None,
-                    plot: bool = True) -> TrainResult:
+                    plot: bool = True,
+                    task_names: Sequence[str] | None = None) -> TrainResult:
     """
     Train on ``bags``, validate, save a checkpoint into ``store`` and propose it.
 
@@ -97,10 +98,13 @@ def train_from_bags(bags: Sequence[str | Path], spec: RobotSpec, store: Checkpoi
         config: learner settings.
         on_epoch: progress callback (epoch index, mean loss).
         plot: save the loss curve as ``<checkpoint>-loss.png`` next to the checkpoint.
+        task_names: task entries of the state, as ``transitions_from_bag`` takes them
+            (``()``: joint_states alone); the current model's layout, if any, wins.
 
     Raises:
-        BagError: a bag is missing, corrupt or empty (nothing is saved).
-        ValueError: too few episodes to hold one out for validation.
+        BagError: a bag is missing, corrupt or empty, or the bags hold fewer than two
+            episodes with transitions (one to train, one held out); nothing is saved.
+        CheckpointError: ``task_names`` disagree with the current model's layout.
     """
     config = config or TrainConfig()
     current = store.current()
@@ -111,12 +115,15 @@ def train_from_bags(bags: Sequence[str | Path], spec: RobotSpec, store: Checkpoi
             layout = StateLayout(tuple(manifest['state_names']))
         except CheckpointError:
             current = None  # an unreadable current model cannot be the baseline
-    data, sources = transitions_from_bags(bags, spec, layout=layout,
+    if layout is not None and task_names is not None:
+        _check_task_names(layout, task_names, current)
+    data, sources = transitions_from_bags(bags, spec, task_names, layout=layout,
                                           action_space=config.action_space)
     train, validation = data.split_by_episode(_newest(data, config.holdout))
     if len(train) == 0 or len(validation) == 0:
-        raise ValueError(f'need at least 2 episodes to train and validate, got '
-                         f'{len(data.episode_ids())} in {len(sources)} bag(s)')
+        raise BagError(f'record longer: {len(data.episode_ids())} episode(s) with '
+                       f'transitions in {len(sources)} bag(s), need at least 2 (one to '
+                       f'train, one held out)')
     model = DeltaDynamics(len(data.state_names), len(data.action_names), config.model)
     losses = model.fit(train.states, train.actions, train.next_states, on_epoch=on_epoch)
     unit = _error_unit(data)
@@ -132,9 +139,18 @@ def train_from_bags(bags: Sequence[str | Path], spec: RobotSpec, store: Checkpoi
                                       'train_transitions': len(train),
                                       'validation_transitions': len(validation),
                                       'losses': losses}})
-    entry = store.propose(path, metrics, baseline)
+    entry = store.propose(path, metrics, baseline,
+                          baseline_path=current.path if current is not None else None)
     figure = _plot_losses(losses, metrics, path) if plot else None
     return TrainResult(entry, path, metrics, losses, figure)
+
+
+def _check_task_names(layout: StateLayout, task_names: Sequence[str], current: Entry) -> None:
+    """The model in use fixes the layout: refuse other task entries than its own."""
+    used = [n[len(TASK):] for n in layout.names if n.startswith(TASK)]
+    if used != list(task_names):
+        raise CheckpointError(f'{current.path}: the model in use has task entries {used}, '
+                              f'not {list(task_names)}; train into another store')
 
 
 def _newest(data: Transitions, fraction: float) -> list[int]:
