@@ -173,7 +173,10 @@ def test_lifecycle_commands_fault_hold_and_recover(tmp_path, ros_env, ros_domain
         assert events(events_file)[2:] == ['write 0.300 -0.400']
 
         # A hardware fault: ERROR naming it, one e-stop request, then commands are held.
-        fault_file.write_text('servo 2 (shoulder): Overheating error')
+        # whole at once (temp file + rename): the node reads it from another process
+        staged = tmp_path / 'fault.tmp'
+        staged.write_text('servo 2 (shoulder): Overheating error')
+        staged.rename(fault_file)
         status = probe.wait_diag(lambda s: s.level == DiagnosticStatus.ERROR, 'fault diag')
         assert 'Overheating' in status.message
         probe.spin_until(lambda: probe.received['safety/estop'], WAIT_S, 'safety/estop')
