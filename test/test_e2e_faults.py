@@ -99,7 +99,7 @@ def test_estop_freeze_and_kill_on_the_moving_arm(tmp_path, ros_domain):
         try:
             fault_trials.ensure_armed(probe)
             # discovery of the twin's publisher may lag the latched safety/state by seconds
-            probe.spin_until(lambda: len(probe.received['joint_states']) >= 20, 15.0,
+            probe.spin_until(lambda: len(probe.received['joint_states']) >= 20, 60.0,
                              '20 joint_states at the probe')
             probe.spin_for(1.0)
 
@@ -122,7 +122,7 @@ def test_estop_freeze_and_kill_on_the_moving_arm(tmp_path, ros_domain):
                 freeze
             response = probe.call('reset')
             assert response.success, response.message
-            probe.wait_for_state('ARMED', 10.0)
+            probe.wait_for_state('ARMED', 60.0)
             probe.spin_for(1.5)
 
             # 3. SIGKILL the controller mid-motion: a constant hold after the watchdog
