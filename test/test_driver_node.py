@@ -42,6 +42,9 @@ from node_process import start_node as start_node_process, stop  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 TEST_DIR = Path(__file__).resolve().parent
 FAKE = 'fake_arm_driver:FakeArmDriver'
+#: How long a wait for the node's next step may take on a loaded machine: a timeout for no
+#: progress at all, not a bound (the node, the emulated bus and this probe share 2 cores).
+WAIT_S = 60.0
 
 ARM_YAML = """\
 name: toyarm
@@ -79,9 +82,9 @@ class Manager(GraphProbe):
         self.recover_client = self.node.create_client(Trigger, '/driver/recover')
 
     def _call(self, client, request, what: str):
-        self.spin_until(client.service_is_ready, 20.0, what)
+        self.spin_until(client.service_is_ready, WAIT_S, what)
         future = client.call_async(request)
-        self.spin_until(future.done, 10.0, f'{what} response')
+        self.spin_until(future.done, WAIT_S, f'{what} response')
         return future.result()
 
     def transition(self, transition_id: int) -> bool:
@@ -110,7 +113,7 @@ class Manager(GraphProbe):
         def reached() -> bool:
             position = self.latest_position()
             return position is not None and np.allclose(position, expected)
-        self.spin_until(reached, 5.0, what)
+        self.spin_until(reached, WAIT_S, what)
 
     def statuses(self) -> list[DiagnosticStatus]:
         return [s for _, m in self.received['diagnostics'] for s in m.status
@@ -119,7 +122,7 @@ class Manager(GraphProbe):
     def wait_diag(self, check, what: str) -> DiagnosticStatus:
         def found() -> bool:
             return any(check(s) for s in self.statuses())
-        self.spin_until(found, 5.0, what)
+        self.spin_until(found, WAIT_S, what)
         return next(s for s in self.statuses() if check(s))
 
 
@@ -135,7 +138,7 @@ def test_lifecycle_commands_fault_hold_and_recover(tmp_path, ros_env, ros_domain
     probe = Manager(ros_domain)
     try:
         probe.spin_until(lambda: proc.poll() is not None or probe.get_state.service_is_ready(),
-                         20.0, 'the driver node')
+                         WAIT_S, 'the driver node')
         assert proc.poll() is None, log.read_text()
         # Unconfigured: nothing opened, nothing published.
         assert probe.state() == 'unconfigured', log.read_text()
@@ -143,7 +146,7 @@ def test_lifecycle_commands_fault_hold_and_recover(tmp_path, ros_env, ros_domain
         assert probe.transition(Transition.TRANSITION_CONFIGURE)
         assert probe.state() == 'inactive' and events(events_file) == ['connect']
         # Inactive: a command is ignored (counted), no state is published.
-        probe.spin_until(lambda: probe.pub_command.get_subscription_count() > 0, 10.0,
+        probe.spin_until(lambda: probe.pub_command.get_subscription_count() > 0, WAIT_S,
                          'command subscription')
         probe.send([0.9, 0.9])
         probe.wait_diag(lambda s: convert.diagnostic_values(s)['commands_inactive'] == '1',
@@ -170,10 +173,13 @@ def test_lifecycle_commands_fault_hold_and_recover(tmp_path, ros_env, ros_domain
         assert events(events_file)[2:] == ['write 0.300 -0.400']
 
         # A hardware fault: ERROR naming it, one e-stop request, then commands are held.
-        fault_file.write_text('servo 2 (shoulder): Overheating error')
+        # whole at once (temp file + rename): the node reads it from another process
+        staged = tmp_path / 'fault.tmp'
+        staged.write_text('servo 2 (shoulder): Overheating error')
+        staged.rename(fault_file)
         status = probe.wait_diag(lambda s: s.level == DiagnosticStatus.ERROR, 'fault diag')
         assert 'Overheating' in status.message
-        probe.spin_until(lambda: probe.received['safety/estop'], 5.0, 'safety/estop')
+        probe.spin_until(lambda: probe.received['safety/estop'], WAIT_S, 'safety/estop')
         probe.send([0.1, 0.1])
         probe.wait_diag(lambda s: convert.diagnostic_values(s)['commands_held'] == '1',
                         'held command counted')
@@ -279,7 +285,7 @@ def widowx_node_on_emulated_bus(tmp_path, ros_env, ros_domain) -> Iterator[tuple
             alive()
             return bool(probe.received['joint_states']) and \
                 probe.pub_command.get_subscription_count() > 0
-        probe.spin_until(streaming, 20.0, 'widowx joint_states')
+        probe.spin_until(streaming, WAIT_S, 'widowx joint_states')
         yield bus, probe, alive
     finally:
         if probe is not None:
@@ -305,9 +311,10 @@ def test_widowx_driver_through_the_node_on_the_emulated_bus(tmp_path, ros_env, r
             probe.pub_command.publish(convert.command_msg(
                 probe.node.get_clock().now().nanoseconds, spec.command_names, goal,
                 'position'))
+            probe.spin_for(0.02)       # one command per 20 ms, not one per callback
             position = np.asarray(probe.received['joint_states'][-1][1].position)
             return abs(position[index['waist']] - goal[0]) < 5e-3
-        probe.spin_until(reached, 5.0, 'the waist at its goal')
+        probe.spin_until(reached, WAIT_S, 'the waist at its goal')
         status = probe.wait_diag(lambda s: 'temperature_shoulder' in
                                  convert.diagnostic_values(s), 'servo temperatures')
         assert status.level == DiagnosticStatus.OK, status.message
@@ -315,7 +322,7 @@ def test_widowx_driver_through_the_node_on_the_emulated_bus(tmp_path, ros_env, r
         bus.set_hardware_error(2, dxl.HardwareError.OVERLOAD)
         status = probe.wait_diag(lambda s: s.level == DiagnosticStatus.ERROR, 'fault diag')
         assert 'servo 2 (shoulder): overload' in status.message
-        probe.spin_until(lambda: probe.received['safety/estop'], 5.0, 'safety/estop')
+        probe.spin_until(lambda: probe.received['safety/estop'], WAIT_S, 'safety/estop')
         assert [m.data for _, m in probe.received['safety/estop']] == [True]
 
 
@@ -343,15 +350,15 @@ def test_widowx_node_unplug_and_silent_servo_hold_then_recover(tmp_path, ros_env
             probe.received['diagnostics'].clear()
             probe.wait_diag(lambda s: s.level == DiagnosticStatus.OK, 'diagnostics OK again')
             assert len(probe.received['joint_states']) > count
-            probe.spin_until(lambda: command_waist(offset), 5.0, f'the waist at +{offset}')
+            probe.spin_until(lambda: command_waist(offset), WAIT_S, f'the waist at +{offset}')
 
-        probe.spin_until(lambda: command_waist(0.05), 5.0, 'the waist at +0.05')
+        probe.spin_until(lambda: command_waist(0.05), WAIT_S, 'the waist at +0.05')
 
         # 1. The U2D2 cable pulled while active.
         bus.unplug()
         status = probe.wait_diag(lambda s: s.level == DiagnosticStatus.ERROR, 'unplug diag')
         assert f'lost the Dynamixel bus on {bus.path}' in status.message, status.message
-        probe.spin_until(lambda: probe.received['safety/estop'], 5.0, 'safety/estop')
+        probe.spin_until(lambda: probe.received['safety/estop'], WAIT_S, 'safety/estop')
         for _ in range(5):                        # commands meanwhile: held, not written
             command_waist(0.1)
         probe.wait_diag(lambda s: int(convert.diagnostic_values(s)['commands_held']) >= 5,
@@ -370,7 +377,8 @@ def test_widowx_node_unplug_and_silent_servo_hold_then_recover(tmp_path, ros_env
         probe.received['diagnostics'].clear()
         status = probe.wait_diag(lambda s: s.level == DiagnosticStatus.ERROR, 'no-reply diag')
         assert 'servo 4 (elbow) gave no valid reply' in status.message, status.message
-        probe.spin_until(lambda: len(probe.received['safety/estop']) == 2, 5.0, '2nd e-stop')
+        probe.spin_until(lambda: len(probe.received['safety/estop']) == 2, WAIT_S,
+                         '2nd e-stop')
         refused = probe.recover()
         assert not refused.success and 'servo 4 (elbow)' in refused.message, refused.message
         bus.no_reply()
@@ -412,7 +420,7 @@ def test_roach_imu_gives_the_supervisor_its_body_rate(tmp_path, ros_env, ros_dom
             def alive() -> None:
                 for proc, log in procs:
                     assert proc.poll() is None, log.read_text()
-            probe.spin_until(lambda: alive() or len(probe.received['imu']) >= 21, 20.0,
+            probe.spin_until(lambda: alive() or len(probe.received['imu']) >= 21, WAIT_S,
                              '21 imu messages')
             imu = [m for _, m in probe.received['imu']]
             joint_stamps = {convert.time_to_ns(m.header.stamp)
@@ -446,7 +454,7 @@ def test_roach_imu_gives_the_supervisor_its_body_rate(tmp_path, ros_env, ros_dom
             # The supervisor ramps the speed up (step bound): wait for the full command too,
             # the legs can pass 20 rad/s on the ramp.
             probe.spin_until(lambda: legs_above(20.0) and max(passed(), default=0.0) >= 24.9,
-                             60.0, 'legs at 25 rad/s via safety')  # a wait: load slows it
+                             WAIT_S, 'legs at 25 rad/s via safety')
             assert max(passed()) == pytest.approx(25.0), passed()
         finally:
             if probe is not None:

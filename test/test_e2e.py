@@ -16,9 +16,10 @@ import time
 import numpy as np
 import pytest
 
-from dexmpc_ros.core.message_fields import command_values
+from dexmpc_ros.core.message_fields import command_values, stamp_to_ns
 from dexmpc_ros.core.robot_spec import load_robot_spec
 from dexmpc_ros.data.bag_reader import episodes, joint_state_series, read_bag, split_states
+from dexmpc_run import answered_states, count, node_values, run_until
 
 pytestmark = pytest.mark.e2e
 
@@ -51,12 +52,46 @@ def assert_commands_within_limits(spec, commands):
             assert np.all(np.abs(values) <= vmax + 1e-9), values
 
 
+#: What a twin run must have done before it ends (however long a loaded machine takes):
+#: simulated seconds, commands the supervisor let through, messages the recorder wrote.
+SIM_S = 8.0
+PASSED = 60
+RECORDED = 300
+
+
+def enough_twin_run(status: dict) -> bool:
+    passed = count(status, 'safety', 'passed') + count(status, 'safety', 'clamped')
+    return count(status, 'twin', 'sim_time_s') >= SIM_S and passed >= PASSED and \
+        count(status, 'recorder', 'messages') >= RECORDED
+
+
+def assert_one_state_per_twin_step(topics: dict, spec, eps) -> None:
+    """
+    Between the first and last twin diagnostics the bag holds one ``joint_states`` per
+    twin step (sim time / control period), plus the first state of each new episode.
+    """
+    first_state = topics['/joint_states'][0][1]
+    reports = [(t, float(v['sim_time_s'])) for t, v in node_values(topics, 'twin')
+               if t > stamp_to_ns(first_state.header.stamp)]
+    assert len(reports) >= 2, reports
+    (t0, sim0), (t1, sim1) = reports[0], reports[-1]
+    steps = round((sim1 - sim0) / spec.period_s)
+    resets = sum(t0 < ep.stamp_ns <= t1 for ep in eps)
+    states = sum(t0 < stamp_to_ns(m.header.stamp) <= t1 for _, m in topics['/joint_states'])
+    assert steps >= 20, (steps, reports)
+    # the recorder may miss a few (reliable, but a 10-deep publisher queue), never add any
+    assert 0.9 * (steps + resets) <= states <= steps + resets, (states, steps, resets)
+
+
 @pytest.mark.parametrize('experiment', ['widowx_scripted_sim', 'hand_random_walk_sim',
                                         'roach_scripted_sim'])
 def test_twin_experiment_runs_and_records(experiment, tmp_path, ros_env):
-    duration = 10.0
+    # Counted in sim time, twin steps and commands per state, not wall seconds: the twin
+    # ticks on the wall clock, so a loaded machine steps it less often (the rates are in
+    # bench/: safety.py, driver_node_rate.py).
     run_dir = tmp_path / 'run'
-    result = dexmpc_up(experiment, run_dir, ros_env, duration)
+    result, _ = run_until(experiment, run_dir, ros_env, enough_twin_run,
+                          f'{SIM_S} s of sim time, {PASSED} commands passed')
     assert result.returncode == 0, result.stdout + result.stderr
     assert f'run folder: {run_dir}' in result.stdout
     assert (run_dir / 'spec.yaml').is_file() and (run_dir / 'logs' / 'twin.log').is_file()
@@ -65,12 +100,11 @@ def test_twin_experiment_runs_and_records(experiment, tmp_path, ros_env):
     for topic in REQUIRED_TOPICS:
         assert topics.get(topic), f'{topic} missing from the bag of {experiment}'
     spec = load_robot_spec(load_spec_robot(run_dir))
-    # joint_states at the control rate for most of the run (start-up takes a few seconds)
-    stamps = np.array([t for t, _ in topics['/joint_states']]) * 1e-9
-    span = stamps[-1] - stamps[0]
-    assert span > duration / 3
-    assert len(stamps) / span == pytest.approx(spec.control_rate_hz, rel=0.25)
-    assert len(topics['/command']) >= 0.5 * span * spec.control_rate_hz
+    eps = episodes(topics)
+    assert all(ep.stamp_ns is not None for ep in eps)
+    assert_one_state_per_twin_step(topics, spec, eps)
+    # commands answer states: stamped from the state they came from
+    assert answered_states(topics) >= PASSED // 3, answered_states(topics)
     assert_commands_within_limits(spec, topics['/command'])
     # the robot moved: commands are not a constant hold
     first = command_values(topics['/command'][0][1], spec.command_interface)
@@ -81,8 +115,6 @@ def test_twin_experiment_runs_and_records(experiment, tmp_path, ros_env):
     # the first recorded state is the stamp of exactly one state, its reset state
     joints = joint_state_series(topics['/joint_states'])
     assert np.all(np.diff(joints.stamps) > 0)
-    eps = episodes(topics)
-    assert all(ep.stamp_ns is not None for ep in eps)
     split = split_states(joints, eps)
     assert np.all(split.position >= 0)
     assert split.reset.sum() == sum(ep.stamp_ns >= joints.stamps[0] for ep in eps)

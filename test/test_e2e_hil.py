@@ -4,17 +4,17 @@ Hardware in the loop without hardware: the real drivers against the twins behind
 ``dexmpc up widowx_hil_sim`` / ``roach_hil_sim`` run the hardware command path end to end:
 controller -> safety -> ``command`` -> driver_node (the real WidowXDriver over
 dynamixel_sdk, the real RoachDriver over pyserial) -> pseudo-terminal -> wire-protocol
-emulator whose body is the MuJoCo twin (hil_world_node). Checked on the bag: the driver's
-joint_states at the control rate, the joints following the commands as in the sim runs,
-the world's task_state paired with them by stamp, episodes, healthy driver diagnostics.
+emulator whose body is the MuJoCo twin (hil_world_node). The run lasts until the twin
+simulated and the driver read and wrote enough, however long a loaded machine takes.
+Checked on the bag: commands answering the driver's joint_states, the joints following
+them as in the sim runs, the world's task_state paired with them by stamp, episodes,
+healthy driver diagnostics.
 Two smaller tests cover the world without ROS and the driver waiting for a late port.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -27,20 +27,16 @@ from dexmpc_ros.core.robot_spec import load_robot_spec
 from dexmpc_ros.data.bag_reader import episodes, joint_state_series, read_bag, split_states
 from dexmpc_ros.robots.hil_world import HilWorld
 from dexmpc_ros.robots.driver_registry import make_driver
+from dexmpc_run import answered_states, count, run_until
 from node_process import start_node, stop
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIRED_TOPICS = ('/joint_states', '/command_raw', '/command', '/diagnostics', '/task_state',
                    '/reward', '/episode', '/episode_start')
-LAGS_S = np.arange(0.0, 0.31, 0.05)     # the joints follow a command within this delay
-
-
-def dexmpc_up(experiment: str, run_dir: Path, env: dict, duration: float
-              ) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, '-m', 'dexmpc_ros.runtime.cli', 'up', experiment, '--duration',
-           str(duration), '--output', str(run_dir), '--quiet']
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=duration + 60,
-                          cwd=REPO)
+# The joints follow a command after some delay: the best one is searched, up to 1 s (how
+# long the path takes on a busy machine is load's business; a 4 s sine has no alias there).
+LAGS_S = np.arange(0.0, 1.01, 0.05)
+WAIT_S = 60.0                           # a wait for the emulated robot, not a bound [s]
 
 
 def driver_statuses(topics: dict, name: str) -> list[dict]:
@@ -50,12 +46,36 @@ def driver_statuses(topics: dict, name: str) -> list[dict]:
             for _, msg in topics['/diagnostics'] for s in msg.status if s.name == name]
 
 
+#: What a HIL run must have done before it ends (however long a loaded machine takes): the
+#: world's twin simulated SIM_S seconds; the driver read and wrote N_IO times each.
+SIM_S = 12.0
+N_IO = 100
+
+
+def enough_hil_run(status: dict) -> bool:
+    return count(status, 'world', 'twin_time_s') >= SIM_S and \
+        min(count(status, 'robot', 'reads'), count(status, 'robot', 'writes')) >= N_IO
+
+
+def walked_m(topics: dict) -> float:
+    """The farthest the body got from an episode's first pose, within that episode [m]."""
+    eps, far = episodes(topics), 0.0
+    for ep in eps:
+        xy = np.array([(m.pose.pose.position.x, m.pose.pose.position.y)
+                       for t, m in topics['/odom'] if ep.start_ns <= t < ep.end_ns])
+        if len(xy):
+            far = max(far, float(np.hypot(*(xy - xy[0]).T).max()))
+    return far
+
+
 @pytest.mark.e2e
 @pytest.mark.parametrize('experiment', ['widowx_hil_sim', 'roach_hil_sim'])
 def test_hil_run_drives_the_emulated_robot_through_its_driver(experiment, tmp_path, ros_env):
-    duration = 12.0
+    # Counted in the twin's sim time, driver reads and writes, states per stamp: not wall
+    # seconds (the driver's rate is in bench/driver_node_rate.py and bench/drivers.py).
     run_dir = tmp_path / 'run'
-    result = dexmpc_up(experiment, run_dir, ros_env, duration)
+    result, _ = run_until(experiment, run_dir, ros_env, enough_hil_run,
+                          f'{SIM_S} s of twin time, {N_IO} driver reads and writes', cwd=REPO)
     assert result.returncode == 0, result.stdout + result.stderr
     robot = yaml.safe_load((run_dir / 'spec.yaml').read_text())['robot']
     spec = load_robot_spec(robot)
@@ -66,11 +86,8 @@ def test_hil_run_drives_the_emulated_robot_through_its_driver(experiment, tmp_pa
     for topic in REQUIRED_TOPICS + (('/odom',) if robot == 'roach' else ()):
         assert topics.get(topic), f'{topic} missing from the bag of {experiment}'
 
-    # joint_states (the driver's reads) at the control rate
+    # joint_states: the driver's reads
     joints = joint_state_series(topics['/joint_states'])
-    span = (joints.receive_ns[-1] - joints.receive_ns[0]) * 1e-9
-    assert span > duration / 2
-    assert len(joints) / span == pytest.approx(spec.control_rate_hz, rel=0.25)
     assert list(joints.names) == spec.joint_names
     assert np.all(np.diff(joints.stamps) > 0)
 
@@ -89,11 +106,11 @@ def test_hil_run_drives_the_emulated_robot_through_its_driver(experiment, tmp_pa
     # commands reached the emulated robot: the measured joints follow them, as in sim
     # (widowx_scripted_sim: range of every arm joint = commanded range, median error at the
     # best delay 2-4 % of it; roach_scripted_sim: leg speeds within 2 % of the range)
+    assert answered_states(topics) >= N_IO // 3, answered_states(topics)
     position = spec.command_interface == 'position'
     command_t = np.array([t for t, _ in topics['/command']], dtype=np.int64)
     commands = np.array([command_values(m, spec.command_interface)
                          for _, m in topics['/command']])
-    assert len(commands) >= 0.5 * span * spec.control_rate_hz
     measured = (joints.position if position else joints.velocity)[:, spec.actuated_index]
     for j, name in enumerate(spec.command_names):
         wanted = np.ptp(commands[:, j])
@@ -105,21 +122,27 @@ def test_hil_run_drives_the_emulated_robot_through_its_driver(experiment, tmp_pa
                     for lag in LAGS_S)
         assert error < 0.1 * wanted, (name, error, wanted)
     if robot == 'roach':
-        first, last = topics['/odom'][0][1], topics['/odom'][-1][1]
-        moved = np.hypot(last.pose.pose.position.x - first.pose.pose.position.x,
-                         last.pose.pose.position.y - first.pose.pose.position.y)
-        assert moved > 0.2, moved                     # the body walked (sim: ~0.7 m)
+        assert walked_m(topics) > 0.2                 # the body walked (sim: ~0.7 m in 12 s)
 
-    # the driver stayed healthy: OK, reading at the control rate, no errors or faults
+    # the driver stayed healthy: OK, no errors or faults, every command written
     statuses = driver_statuses(topics, 'robot')
     assert statuses and statuses[-1]['level'] == 0, statuses[-1:]
     values = statuses[-1]['values']
-    assert float(values['rate_hz']) == pytest.approx(spec.control_rate_hz, rel=0.25)
     for key in ('read_errors', 'write_errors', 'faults', 'commands_stale'):
         assert values[key] == '0', (key, values)
-    assert int(values['writes']) >= 0.5 * span * spec.control_rate_hz
+    assert min(int(values['reads']), int(values['writes'])) >= N_IO, values
     world = driver_statuses(topics, 'world')
     assert world and world[-1]['level'] == 0, world[-1:]
+
+
+def wait_twin(world: HilWorld, seconds: float, keep_going=lambda: None) -> None:
+    """Until the world's twin has simulated ``seconds`` more (``keep_going()`` meanwhile)."""
+    until = world.observe().twin_time_s + seconds
+    deadline = time.monotonic() + WAIT_S
+    while world.observe().twin_time_s < until:
+        assert time.monotonic() < deadline, f'the twin did not reach {until} s of sim time'
+        keep_going()
+        time.sleep(0.02)
 
 
 @pytest.mark.parametrize('robot,command', [('widowx', 'waist'), ('roach', 'legs')])
@@ -138,7 +161,7 @@ def test_world_resets_reach_the_real_driver(robot, command, tmp_path):
             else:
                 goal[:] = 20.0                            # rad/s, both crank sets
             before = world.observe()
-            deadline = time.monotonic() + 5.0
+            deadline = time.monotonic() + WAIT_S
             while time.monotonic() < deadline:
                 driver.write(goal)
                 state = driver.read()
@@ -152,26 +175,31 @@ def test_world_resets_reach_the_real_driver(robot, command, tmp_path):
             assert after.twin_time_s > before.twin_time_s
             assert not np.allclose(after.task_values[:3], before.task_values[:3])
 
-            for _ in range(20):                           # 0.4 s more: legs turn ~8 rad
-                driver.write(goal)
-                time.sleep(0.02)
+            wait_twin(world, 0.4, lambda: driver.write(goal))     # legs turn ~8 rad more
+            if command == 'legs':         # stopped, so that only a reset moves them back
+                stop = np.zeros(2)
+                wait_twin(world, 0.5, lambda: driver.write(stop))
+                assert np.abs(driver.read().velocity).max() < 1.0, driver.read().velocity
             before_reset = driver.read().position
 
             world.request_reset(seed=5)
-            deadline = time.monotonic() + 2.0
+            deadline = time.monotonic() + WAIT_S
             while world.reset_pending and time.monotonic() < deadline:
                 time.sleep(0.01)
             assert world.observe().resets == before.resets + 1
-            time.sleep(0.15)                              # > one twin period
+            # two twin periods of the reset pose, however long the machine takes for them
+            wait_twin(world, 2 * spec.period_s)
             if command == 'legs':         # reply-mode telemetry: a record answers a command
                 stamp = driver.read().stamp
-                driver.write(goal)
-                deadline = time.monotonic() + 2.0
+                driver.write(stop)
+                deadline = time.monotonic() + WAIT_S
                 while driver.read().stamp == stamp and time.monotonic() < deadline:
                     time.sleep(0.01)
             state = driver.read()
-            if command == 'waist':                        # the arm is back home and holds
+            if command == 'waist':                        # the arm is back home ...
                 assert abs(state.position[0]) < 0.02, state.position
+                wait_twin(world, 0.5)
+                assert abs(driver.read().position[0]) < 0.02    # ... and holds
             else:                                         # the cranks restarted from 0 rad
                 assert np.all(state.position < before_reset - 2.0), (state.position,
                                                                      before_reset)

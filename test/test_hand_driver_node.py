@@ -86,7 +86,7 @@ class Hand(GraphProbe):
 
     def wait_controller_message(self):
         self.received[self.controller_topic].clear()
-        self.spin_until(lambda: self.received[self.controller_topic], 5.0,
+        self.spin_until(lambda: self.received[self.controller_topic], 60.0,
                         self.controller_topic)
         return self.received[self.controller_topic][0][1]
 
@@ -128,22 +128,22 @@ def test_forward_mode_maps_names_and_coupling_and_silence_estops(
             hand.node.get_clock().now().nanoseconds, SPEC.command_names[:5], COMMAND[:5],
             'position'))
         hand.spin_until(lambda: any(convert.diagnostic_values(s)['commands_malformed'] == '1'
-                                    for s in hand.statuses()), 5.0, 'malformed counted')
+                                    for s in hand.statuses()), 60.0, 'malformed counted')
         assert hand.received['rh_position_group/commands'] == []
 
         # The controller manager goes silent: one e-stop request and an ERROR diagnostic.
         hand.streaming = False
-        hand.spin_until(lambda: hand.received['safety/estop'], 5.0, 'safety/estop')
+        hand.spin_until(lambda: hand.received['safety/estop'], 60.0, 'safety/estop')
         hand.spin_until(lambda: any(s.level == DiagnosticStatus.ERROR and
                                     'silent controller' in s.message
-                                    for s in hand.statuses()), 5.0, 'silent diagnostics')
+                                    for s in hand.statuses()), 60.0, 'silent diagnostics')
         hand.spin_for(3 * TIMEOUT_S)
         assert [m.data for _, m in hand.received['safety/estop']] == [True]
         # It comes back: diagnostics OK again, no further e-stop traffic.
         hand.received['diagnostics'].clear()
         hand.streaming = True
         hand.spin_until(lambda: any(s.level == DiagnosticStatus.OK
-                                    for s in hand.statuses()), 5.0, 'diagnostics OK')
+                                    for s in hand.statuses()), 60.0, 'diagnostics OK')
         assert [m.data for _, m in hand.received['safety/estop']] == [True]
     finally:
         hand.close()

@@ -69,7 +69,7 @@ def test_current_model_is_published_and_a_rollback_republished(tmp_path, ros_dom
         probe.spin_until(lambda: got, 30.0, 'the current checkpoint')
         assert got[-1].endswith('ckpt-0002')
         assert dexmpc(['rollback', str(tmp_path / 'store')]) == 0
-        probe.spin_until(lambda: got[-1].endswith('ckpt-0001'), 5.0, 'the rolled-back model')
+        probe.spin_until(lambda: got[-1].endswith('ckpt-0001'), 60.0, 'the rolled-back model')
     finally:
         probe.close()
         proc.send_signal(signal.SIGINT)

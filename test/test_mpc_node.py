@@ -96,10 +96,10 @@ def test_mpc_node_plans_swaps_and_refuses(tmp_path, ros_domain):
 
             pub.publish(String(data=str(second)))
             probe.spin_until(lambda: any(convert.diagnostic_values(d)['checkpoint']
-                                         == str(second) for d in diags), 10.0, 'swap')
+                                         == str(second) for d in diags), 60.0, 'swap')
             pub.publish(String(data=str(corrupt)))
             probe.spin_until(lambda: any(int(convert.diagnostic_values(d)['refused']) == 1
-                                         for d in diags), 10.0, 'refusal')
+                                         for d in diags), 60.0, 'refusal')
             count = len(probe.received['controller/plan'])  # still planning: 12 more plans
             probe.spin_until(lambda: len(probe.received['controller/plan']) - count >= 12,
                              60.0, '12 plans after the refusal')

@@ -1,7 +1,9 @@
 """
 RoachDriver against the VelociRoACH emulator over a pty, with real pyserial.
 
-Every timing check waits for a condition with a deadline; none asserts on a sleep.
+Every timing check waits for a condition with a generous deadline (a timeout for no
+progress at all, not a bound: the emulator moves on the wall clock of a possibly busy
+machine); none asserts on a sleep or on what arrives within a fixed window.
 """
 
 from __future__ import annotations
@@ -25,13 +27,15 @@ from dexmpc_ros.robots.roach import protocol as rp
 from dexmpc_ros.robots.driver import (DeviceNotAnsweringError, DriverError, NotConnectedError,
                                       PortMissingError)
 from dexmpc_ros.robots.roach.driver import RoachDriver, RoachDriverConfig
-from dexmpc_ros.wire.xbee import FrameParser, RxPacket16, TxRequest16, TxStatus
+from dexmpc_ros.wire.xbee import (API_RX16, API_TX_STATUS, FrameParser, RxPacket16,
+                                  TxRequest16, TxStatus)
 
 REPO = Path(__file__).resolve().parents[1]
 T = 0.3          # link-loss budget [s]
+WAIT_S = 30.0    # a wait for the emulator or the driver to get somewhere [s]
 
 
-def wait_until(predicate, timeout: float = 3.0) -> bool:
+def wait_until(predicate, timeout: float = WAIT_S) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -107,7 +111,7 @@ def test_link_loss_sends_zero_thrust_reports_it_and_recovers(driver, emulator):
     assert wait_until(lambda: emulator.sensors().leg_speeds.min() > 25.0)
     lost_at = time.monotonic()
     emulator.lose_link(hears=True)             # robot -> host packets lost
-    assert wait_until(lambda: not driver.link_ok, 30.0)
+    assert wait_until(lambda: not driver.link_ok)
     detected = time.monotonic() - lost_at
     # not before the budget, counted from the last record (50 Hz stream); how soon after
     # it is a wall-clock figure: bench/drivers.py (roach link loss reported)
@@ -122,7 +126,7 @@ def test_link_loss_sends_zero_thrust_reports_it_and_recovers(driver, emulator):
     np.testing.assert_array_equal(driver.write([30.0, 30.0]), [0.0, 0.0])
     assert driver.stats.link_losses == 1
     emulator.restore_link()
-    assert wait_until(lambda: driver.link_ok, 1.0)
+    assert wait_until(lambda: driver.link_ok)
     assert driver.read().faults == ()
     assert driver.write([20.0, 20.0])[0] > 19.0
     assert wait_until(lambda: emulator.sensors().leg_speeds.min() > 15.0)
@@ -130,15 +134,27 @@ def test_link_loss_sends_zero_thrust_reports_it_and_recovers(driver, emulator):
 
 def test_full_radio_loss_is_seen_by_the_basestation_as_no_ack(driver, emulator):
     emulator.lose_link(hears=False)
-    assert wait_until(lambda: not driver.link_ok, 2 * T + 0.5)
+    assert wait_until(lambda: not driver.link_ok)
     assert wait_until(lambda: driver.stats.tx_failures >= 2)   # TX status 1: no ACK
     emulator.restore_link()
-    assert wait_until(lambda: driver.link_ok, 1.0)
+    assert wait_until(lambda: driver.link_ok)
 
 
-def test_corrupt_partial_and_garbage_frames_are_dropped_and_counted(driver, emulator):
+def test_corrupt_partial_and_garbage_frames_are_dropped_and_counted(emulator):
+    # The link budget is far above the 8 bad records (0.16 s at 50 Hz) however slowly a
+    # busy machine serves them: what is checked is that bad frames are counted and dropped,
+    # never taken for a lost link (test_link_loss_* cover the budget itself).
+    driver = RoachDriver(RoachDriverConfig(port=emulator.path, link_timeout_s=WAIT_S))
+    driver.connect()
+    try:
+        check_bad_frames_are_dropped_and_counted(driver, emulator)
+    finally:
+        driver.disconnect()
+
+
+def check_bad_frames_are_dropped_and_counted(driver, emulator):
     before = driver.stats
-    emulator.corrupt_next(5)                     # 5 records = 0.1 s, within the loss budget
+    emulator.corrupt_next(5)
     assert wait_until(lambda: driver.stats.checksum_errors >= before.checksum_errors + 5)
     emulator.truncate_next(3)
     assert wait_until(lambda: driver.stats.checksum_errors >= before.checksum_errors + 8)
@@ -219,7 +235,7 @@ def test_config_validation_and_spec_defaults():
 
 
 def test_round_trip_and_disconnect_stops_the_robot(driver, emulator):
-    assert 0 < driver.round_trip() < 0.5
+    assert driver.round_trip(timeout=WAIT_S) > 0     # how long: bench/drivers.py (p50, p99)
     driver.write([20.0, 20.0])
     assert wait_until(lambda: emulator.sensors().leg_speeds.min() > 15.0)
     driver.disconnect()
@@ -235,7 +251,7 @@ def test_twin_backed_emulator_moves_the_twin(tmp_path):
                                config=EmulatorConfig(command_timeout_s=0.0)) as emu, \
             RoachDriver(RoachDriverConfig(port=emu.path)) as drv:
         drv.write([25.0, 25.0])
-        assert wait_until(lambda: twin.odom().position[0] > 0.05, 5.0)
+        assert wait_until(lambda: twin.odom().position[0] > 0.05)
         state = drv.read()
         assert state.position.min() > 1.0                   # cranks turned in the twin
         assert abs(state.extra['accel_z'] - 9.81) < 3.0     # upright
@@ -248,7 +264,7 @@ def test_cli_serves_until_sigterm(tmp_path):
                              '--port', port], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
-        assert wait_until(lambda: os.path.exists(port), 20.0)
+        assert wait_until(lambda: os.path.exists(port))
         with RoachDriver(RoachDriverConfig(port=port)) as drv:
             assert drv.read().names == ('left_legs', 'right_legs')
         proc.send_signal(signal.SIGTERM)
@@ -274,41 +290,71 @@ class RawHost:
         self.serial.write(TxRequest16(dest, payload.encode(), frame_id=self.frame_id).encode())
         return self.frame_id
 
-    def collect(self, seconds: float) -> list:
-        frames, end = [], time.monotonic() + seconds
-        while time.monotonic() < end:
+    def collect_until(self, done, timeout: float = WAIT_S) -> list:
+        """Frames from now on until ``done(frames)`` holds (AssertionError after timeout)."""
+        frames, end = [], time.monotonic() + timeout
+        while not done(frames):
+            assert time.monotonic() < end, f'timed out; frames so far: {frames}'
             frames += self.parser.feed(self.serial.read(256))
         return frames
 
-    def replies(self, seconds: float) -> list[rp.Payload]:
-        return [rp.Payload.decode(RxPacket16.from_frame(f).rf_data)
-                for f in self.collect(seconds) if f.api_id == 0x81]
+    def replies(self, count: int) -> list[rp.Payload]:
+        """The next ``count`` replies of the robot (frames addressed to the host)."""
+        frames = self.collect_until(lambda f: len(robot_frames(f)) >= count)
+        return [rp.Payload.decode(RxPacket16.from_frame(f).rf_data) for f in robot_frames(frames)]
+
+    def replies_then_echo(self) -> list[rp.Payload]:
+        """
+        Every reply until the answer to an ECHO sent now: whatever the robot was going to
+        send before it has been sent (the emulator answers frames in order, then streams).
+        """
+        self.send(rp.Payload(rp.Cmd.ECHO, b'end'))
+        frames = self.collect_until(lambda f: any(
+            rp.Payload.decode(RxPacket16.from_frame(x).rf_data).type == rp.Cmd.ECHO
+            for x in robot_frames(f)))
+        return [rp.Payload.decode(RxPacket16.from_frame(f).rf_data) for f in robot_frames(frames)]
+
+
+def robot_frames(frames: list) -> list:
+    return [f for f in frames if f.api_id == API_RX16]
+
+
+def tx_status(frames: list, frame_id: int) -> TxStatus | None:
+    """The basestation's TX status for ``frame_id`` among ``frames`` (None: not yet)."""
+    found = [TxStatus.from_frame(f) for f in frames if f.api_id == API_TX_STATUS]
+    return next((s for s in found if s.frame_id == frame_id), None)
 
 
 def test_emulator_speaks_the_application_protocol(emulator):
     host = RawHost(emulator.path)
     try:
         fid = host.send(rp.simple(rp.Cmd.WHO_AM_I))
-        frames = host.collect(0.2)
-        assert TxStatus(fid, 0).encode() in [f.encode() for f in frames]
-        replies = [rp.Payload.decode(RxPacket16.from_frame(f).rf_data) for f in frames
-                   if f.api_id == 0x81]
+        frames = host.collect_until(lambda f: tx_status(f, fid) and robot_frames(f))
+        assert tx_status(frames, fid).status == 0
+        replies = [rp.Payload.decode(RxPacket16.from_frame(f).rf_data)
+                   for f in robot_frames(frames)]
         assert replies[0].type == rp.Cmd.WHO_AM_I and b'VelociRoACH' in replies[0].data
         host.send(rp.simple(rp.Cmd.WHO_AM_I), dest=2)             # not our robot: no ACK
-        assert TxStatus(fid + 1, 1).encode() in [f.encode() for f in host.collect(0.1)]
+        frames = host.collect_until(lambda f: tx_status(f, fid + 1))
+        assert tx_status(frames, fid + 1).status == 1
         host.send(rp.set_pid_gains((1, 2, 3, 4, 5), (6, 7, 8, 9, 10)))
         host.send(rp.Payload(rp.Cmd.SET_VEL_GET_IMU, b'\x01'))    # short args: ignored
         host.send(rp.start_telemetry(5))
-        replies = host.replies(0.4)
+        replies = host.replies(6)
         assert replies[0].args('10h') == tuple(range(1, 11))
+        replies += host.replies_then_echo()                       # a 6th record: too many
         assert sum(r.type == rp.Cmd.GET_IMU_DATA for r in replies) == 5
         host.send(rp.set_thrust_open_loop(3800, 3800, run_time_ms=100))
-        assert wait_until(lambda: emulator.sensors().leg_speeds.min() > 30.0, 0.5)
-        assert wait_until(lambda: emulator.mode == 'idle', 0.5)     # run time over
+        # full duty (60 rad/s) for 100 ms of the emulator's clock, then idle: the cranks
+        # turn 6 rad until they stop (>= 5.1 rad whatever the emulator's time steps)
+        assert wait_until(lambda: rp.Cmd.SET_THRUST_OPEN_LOOP in emulator.received_types())
+        assert wait_until(lambda: emulator.mode == 'idle')          # run time over
+        assert wait_until(lambda: np.abs(emulator.sensors().leg_speeds).max() < 0.5)
         host.send(rp.simple(rp.Cmd.ZERO_POS))
         host.send(rp.simple(rp.Cmd.GET_AMS_POS))
-        old, now = host.replies(0.2)[-2:]
-        assert old.type == rp.Cmd.ZERO_POS and max(old.args('2l')) > 0
+        old, now = host.replies(2)[-2:]
+        assert old.type == rp.Cmd.ZERO_POS
+        assert min(old.args('2l')) > 5.1 * rp.COUNTS_PER_REV / (2 * math.pi), old.args('2l')
         assert now.type == rp.Cmd.GET_AMS_POS and max(map(abs, now.args('2l'))) < 2000
     finally:
         host.serial.close()
@@ -317,12 +363,16 @@ def test_emulator_speaks_the_application_protocol(emulator):
 def test_emulator_stops_the_legs_when_commands_stop(tmp_path):
     with RoachFirmwareEmulator(pty(tmp_path), config=EmulatorConfig(command_timeout_s=0.2)) \
             as emu, \
-            RoachDriver(RoachDriverConfig(port=emu.path)) as drv:
+            RoachDriver(RoachDriverConfig(port=emu.path, link_timeout_s=WAIT_S)) as drv:
         drv.write([30.0, 30.0])
-        assert wait_until(lambda: emu.sensors().leg_speeds.min() > 20.0, 1.0)
-        assert wait_until(lambda: emu.mode == 'idle', 1.0)
-        assert wait_until(lambda: emu.sensors().leg_speeds.max() < 0.5, 1.0)
-        assert drv.link_ok                                        # telemetry kept flowing
+        assert wait_until(lambda: rp.Cmd.SET_VEL_GET_IMU in emu.received_types())
+        # 30 rad/s for 0.2 s of the emulator's clock, then stopped: the cranks turn 6 rad
+        # until they stop (>= 4.4 rad whatever the emulator's time steps)
+        assert wait_until(lambda: emu.mode == 'idle')
+        assert wait_until(lambda: emu.sensors().leg_speeds.max() < 0.5)
+        assert emu.sensors().leg_angles.min() > 4.4
+        records = drv.stats.records
+        assert wait_until(lambda: drv.stats.records > records + 5)   # telemetry kept flowing
 
 
 # Reply-mode firmware (hardware.md §4.3/§4.6): one record per command, nothing streamed --------
@@ -393,12 +443,13 @@ def test_emulator_reply_mode_answers_each_command_and_never_streams(reply_emulat
     host = RawHost(reply_emulator.path)
     try:
         host.send(rp.start_telemetry())
-        assert host.replies(0.3) == []                   # flash only, nothing on the radio
+        # flash only, nothing on the radio: the ECHO sent next is the first reply
+        assert [r.type for r in host.replies_then_echo()] == [rp.Cmd.ECHO]
         for _ in range(3):
             host.send(rp.set_vel_get_imu(100, 100))
         host.send(rp.set_thrust_get_imu(0, 0))
         host.send(rp.set_thrust_open_loop(0, 0))         # no reply
-        replies = host.replies(0.3)
-        assert [r.type for r in replies] == [rp.Cmd.GET_IMU_DATA] * 4
+        replies = host.replies_then_echo()
+        assert [r.type for r in replies] == [rp.Cmd.GET_IMU_DATA] * 4 + [rp.Cmd.ECHO]
     finally:
         host.serial.close()

@@ -26,7 +26,7 @@ from dexmpc_ros.wire.pty_link import PtyLink  # noqa: E402
 from dexmpc_ros.robots.roach.firmware import EmulatorConfig, RoachFirmwareEmulator  # noqa: E402
 from dexmpc_ros.ros import convert  # noqa: E402
 from node_process import stop  # noqa: E402
-from test_driver_node import Manager, start_node  # noqa: E402
+from test_driver_node import WAIT_S, Manager, start_node  # noqa: E402
 
 SPEC = load_robot_spec('roach')
 OK, ERROR = DiagnosticStatus.OK, DiagnosticStatus.ERROR
@@ -48,13 +48,13 @@ class RoachProbe:
         return self.emu.sensors().leg_speeds.min() > speed
 
     def obey(self, what: str) -> None:
-        self.probe.spin_until(lambda: self.legs_above(20.0), 15.0, what)
+        self.probe.spin_until(lambda: self.legs_above(20.0), WAIT_S, what)
 
     def levels_since(self, mark: int) -> list[int]:
         return [s.level for s in self.probe.statuses()[mark:]]
 
     def wait_level(self, level: int, mark: int, what: str) -> DiagnosticStatus:
-        self.probe.spin_until(lambda: level in self.levels_since(mark), 10.0, what)
+        self.probe.spin_until(lambda: level in self.levels_since(mark), WAIT_S, what)
         return next(s for s in self.probe.statuses()[mark:] if s.level == level)
 
 
@@ -78,7 +78,7 @@ def roach_node(tmp_path, ros_env, ros_domain, telemetry: str) -> Iterator[RoachP
                 alive()
                 return bool(probe.received['joint_states']) and \
                     probe.pub_command.get_subscription_count() > 0
-            probe.spin_until(streaming, 20.0, 'roach joint_states')
+            probe.spin_until(streaming, WAIT_S, 'roach joint_states')
             yield RoachProbe(probe, emu, alive)
         finally:
             if probe is not None:
@@ -101,10 +101,10 @@ def lose_and_regain_the_radio(roach: RoachProbe) -> None:
 
     def after_fault(topic: str) -> list:
         return [m for _, m in probe.received[topic] if stamp_to_ns(m.header.stamp) > fault_ns]
-    probe.spin_until(lambda: len(after_fault('joint_states')) >= 5, 30.0,
+    probe.spin_until(lambda: len(after_fault('joint_states')) >= 5, WAIT_S,
                      '5 readings with the link lost')
     assert not after_fault('imu')
-    probe.spin_until(lambda: probe.received['safety/estop'], 5.0, 'safety/estop')
+    probe.spin_until(lambda: probe.received['safety/estop'], WAIT_S, 'safety/estop')
     answer = probe.recover()                           # the next step, not a bare failure
     assert not answer.success
     assert 'link lost' in answer.message and 'check the robot is powered' in answer.message
@@ -131,13 +131,14 @@ def test_reply_firmware_pause_is_no_link_loss_then_loss_resumes(tmp_path, ros_en
         probe = roach.probe
         roach.obey('legs at 25 rad/s')
         mark, joints = len(probe.statuses()), len(probe.received['joint_states'])
-        probe.spin_for(1.0)                            # the controller pauses for 1 s
-        assert len(probe.received['joint_states']) >= joints + 5
+        # the controller pauses while the driver polls 5 readings (0.5 s at 10 Hz)
+        probe.spin_until(lambda: len(probe.received['joint_states']) >= joints + 5, WAIT_S,
+                         '5 readings polled during the pause')
 
         def reads_the_legs() -> bool:                  # commands again: fresh readings
             roach.legs_above(0.0)
             velocity = probe.received['joint_states'][-1][1].velocity
             return min(velocity) > 15.0 and len(roach.levels_since(mark)) >= 2
-        probe.spin_until(reads_the_legs, 15.0, 'the driver reading the legs again')
+        probe.spin_until(reads_the_legs, WAIT_S, 'the driver reading the legs again')
         assert set(roach.levels_since(mark)) == {OK}   # no link loss, no hold
         lose_and_regain_the_radio(roach)

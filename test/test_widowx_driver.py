@@ -46,7 +46,12 @@ def arm(bus):
     driver.disconnect()
 
 
-def eventually(check, seconds: float = 1.0) -> bool:
+#: How long a wait for the emulator (its own thread, moving on the wall clock) may take on a
+#: loaded machine: a timeout for no progress at all, not a bound on how fast it gets there.
+WAIT_S = 30.0
+
+
+def eventually(check, seconds: float = WAIT_S) -> bool:
     """Poll ``check`` until it holds: the emulator serves from its own thread."""
     deadline = time.monotonic() + seconds
     while not check():
@@ -56,7 +61,7 @@ def eventually(check, seconds: float = 1.0) -> bool:
     return True
 
 
-def track(arm: WidowXDriver, command: np.ndarray, seconds: float = 1.0):
+def track(arm: WidowXDriver, command: np.ndarray, seconds: float = WAIT_S):
     """Write ``command`` and read until the joints settle (or ``seconds`` pass)."""
     deadline = time.monotonic() + seconds
     state = arm.read()
@@ -172,7 +177,7 @@ def test_twin_physics_hardware_in_the_loop():
         with WidowXDriver(WidowXDriverConfig(port=bus.path), SPEC) as arm:
             arm.enable()
             target = np.array([0.3, 0.2, -0.2, 0.1, 0.3, 0.2, 0.03])
-            state = track(arm, target, seconds=3.0)
+            state = track(arm, target)
             np.testing.assert_allclose(state.position[:7], target, atol=2e-3)
             twin = bus.physics.twin.joints().position
             np.testing.assert_allclose(twin[:7], target, atol=2e-3)
@@ -288,27 +293,28 @@ def test_clear_faults_without_a_fault_reboots_nothing(arm, bus):
 
 
 def test_servo_that_stays_deaf_after_reboot_is_named(bus):
-    bus.reboot_s = 5.0
+    bus.reboot_s = 600.0                  # deaf far longer than the driver waits for it
     config = WidowXDriverConfig(port=bus.path, reboot_timeout_s=0.1)
     with WidowXDriver(config, SPEC) as arm:
         bus.set_hardware_error(4, dxl.HardwareError.ELECTRICAL_SHOCK)
-        start = time.monotonic()
+        pings = bus.stats['ping']
         with pytest.raises(DeviceNotAnsweringError,
                            match=r'servo 4 \(elbow\) did not answer within 0.1 s'):
             arm.clear_faults()
-        assert time.monotonic() - start < 1.0
+        # it asked, then gave up on its own timeout while the servo was still rebooting
+        assert bus.stats['reboot'] == 1 and bus.stats['ping'] > pings
+        assert time.monotonic() < bus.servos[4].busy_until
 
 
 def test_no_reply_retries_a_bounded_number_of_times(arm, bus):
     arm.read()                                        # the first read also reads slow values
     bus.no_reply([4])
     before = bus.stats['sync_read']
-    start = time.monotonic()
     with pytest.raises(DeviceNotAnsweringError, match=r'servo 4 \(elbow\).*tries \(no reply\)'):
         arm.read()
     # at most 1 + retries=2, and only while the read budget (50 ms) lasts; then it gives up
+    # (counted on the bus: how long that takes is a wall-clock figure, bench/drivers.py)
     assert 1 <= bus.stats['sync_read'] - before <= 3
-    assert time.monotonic() - start < 1.0
     bus.no_reply()
     assert arm.read().position.shape == (8,)          # the bus recovers
 
@@ -420,5 +426,7 @@ def test_emulator_alert_bit_and_reboot(sdk, bus):
     value, result, error = packet.read1ByteTxRx(port, 6, 70)
     assert (value, result) == (0x20, 0) and error & dxl.STATUS_ALERT
     assert packet.reboot(port, 6) == (0, dxl.STATUS_ALERT)
-    time.sleep(0.05)
+    assert bus.stats['reboot'] == 1
+    rebooted = bus.servos[6]
+    assert eventually(lambda: time.monotonic() >= rebooted.busy_until)   # deaf until then
     assert packet.read1ByteTxRx(port, 6, 70) == (0, 0, 0)

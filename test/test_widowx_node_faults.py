@@ -91,7 +91,7 @@ def test_silent_servo_hold_publishes_the_others_and_torques_every_servo_off(
         # the hold keeps publishing what answers: every joint named, NaN for the elbow
         count = len(probe.received['joint_states'])
         probe.spin_until(lambda: alive() or len(probe.received['joint_states']) >= count + 5,
-                         10.0, '5 joint_states during the hold')
+                         60.0, '5 joint_states during the hold')
         msg = probe.received['joint_states'][-1][1]
         assert list(msg.name) == names
         position = np.asarray(msg.position)

@@ -15,7 +15,7 @@ The emulator thread:
   50 Hz, half the link. ``telemetry='reply'`` (hardware.md §4.3/§4.6): START_TELEMETRY
   sends nothing, the only records are the replies above;
 - stops the legs when no motion command came for ``command_timeout_s`` (robot-side safety,
-  hardware.md §4.6).
+  hardware.md §4.6), and open-loop runs after their run time: on time, however late it wakes.
 
 Bodies: :class:`KinematicBody` (legs follow their speed setpoint with a first-order lag, the
 body is a unicycle: forward speed ~ mean crank speed, yaw rate ~ their difference), or
@@ -346,16 +346,16 @@ class RoachFirmwareEmulator:
                 self._stream(self._now)
 
     def _advance(self, now: float) -> None:
-        dt, self._now = now - self._now, now
         timeout = self.config.command_timeout_s
-        if self.mode != 'idle' and timeout and now - self._last_motion > timeout:
-            log.info('roach emulator: no motion command for %.1f s, legs stopped', timeout)
-            self._set_mode('idle')
-        if self.mode == 'thrust' and now >= self._thrust_until:
-            self._set_mode('idle')
-        if self.mode == 'velocity':
-            self._compos += self._setpoint * dt * 1000.0
-        self.body.advance(dt)
+        end = min(self._thrust_until if self.mode == 'thrust' else math.inf,
+                  self._last_motion + timeout if timeout else math.inf)
+        for t in ((max(end, self._now), now) if self.mode != 'idle' and now >= end else (now,)):
+            dt, self._now = t - self._now, t
+            if self.mode == 'velocity':
+                self._compos += self._setpoint * dt * 1000.0
+            self.body.advance(dt)
+            if self.mode != 'idle' and t >= end:
+                self._set_mode('idle')
 
     def _set_mode(self, mode: str, values=(0, 0), run_time_ms: int = 0) -> None:
         self.mode = mode
