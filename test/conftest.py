@@ -61,6 +61,16 @@ def ros_domain():
 
 
 @pytest.fixture
+def widowx_bus():
+    """The WidowX's nine servos on an emulated Dynamixel bus (a pty), started."""
+    from dexmpc_ros.robots.widowx.emulator import widowx_bus_emulator
+
+    emulator = widowx_bus_emulator().start()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture
 def ros_env(ros_domain: int) -> dict[str, str]:
     """Environment for ROS subprocesses of this test (own domain, localhost discovery)."""
     return ros_environment(domain_id=ros_domain)

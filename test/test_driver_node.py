@@ -262,20 +262,19 @@ def test_registry_takes_the_robot_yaml_driver_section_as_options(tmp_path):
 
 
 @contextmanager
-def widowx_node_on_emulated_bus(tmp_path, ros_env, ros_domain) -> Iterator[tuple]:
+def driver_node_running(tmp_path, ros_env, ros_domain, robot: str,
+                        driver_options: dict) -> Iterator[tuple]:
     """
-    The real WidowXDriver (dynamixel_sdk) in a driver node, the emulated bus in this process.
+    ``robot``'s driver node with ``driver_options``, once it streams and listens.
 
-    Yields (bus, manager probe, alive) once joint_states stream and the node subscribes to
+    Yields (manager probe, alive) once joint_states stream and the node subscribes to
     commands; ``alive()`` asserts the node process is still running (its log otherwise).
     """
-    from dexmpc_ros.robots.widowx.emulator import widowx_bus_emulator
-
-    bus = widowx_bus_emulator().start()
     proc = probe = None
     try:
-        proc, log = start_node(tmp_path, ros_env, robot='widowx', driver='widowx',
-                               driver_options=f'{{port: {bus.path}}}')
+        proc, log = start_node(tmp_path, ros_env, robot=robot, driver=robot,
+                               driver_options=yaml.safe_dump(driver_options,
+                                                             default_flow_style=True))
         probe = Manager(ros_domain)
 
         def alive() -> None:
@@ -285,13 +284,31 @@ def widowx_node_on_emulated_bus(tmp_path, ros_env, ros_domain) -> Iterator[tuple
             alive()
             return bool(probe.received['joint_states']) and \
                 probe.pub_command.get_subscription_count() > 0
-        probe.spin_until(streaming, WAIT_S, 'widowx joint_states')
-        yield bus, probe, alive
+        probe.spin_until(streaming, WAIT_S, f'{robot} joint_states')
+        yield probe, alive
     finally:
         if probe is not None:
             probe.close()
         if proc is not None:
             stop(proc)
+
+
+@contextmanager
+def widowx_node_on_emulated_bus(tmp_path, ros_env, ros_domain, **options) -> Iterator[tuple]:
+    """
+    The real WidowXDriver (dynamixel_sdk) in a driver node, the emulated bus in this process;
+    ``options`` are added to its driver_options.
+
+    Yields (bus, manager probe, alive) as :func:`driver_node_running`.
+    """
+    from dexmpc_ros.robots.widowx.emulator import widowx_bus_emulator
+
+    bus = widowx_bus_emulator().start()
+    try:
+        with driver_node_running(tmp_path, ros_env, ros_domain, 'widowx',
+                                 {'port': bus.path, **options}) as (probe, alive):
+            yield bus, probe, alive
+    finally:
         bus.stop()
 
 

@@ -25,8 +25,7 @@ from dexmpc_ros.core.robot_spec import load_robot_spec  # noqa: E402
 from dexmpc_ros.wire.pty_link import PtyLink  # noqa: E402
 from dexmpc_ros.robots.roach.firmware import EmulatorConfig, RoachFirmwareEmulator  # noqa: E402
 from dexmpc_ros.ros import convert  # noqa: E402
-from node_process import stop  # noqa: E402
-from test_driver_node import WAIT_S, Manager, start_node  # noqa: E402
+from test_driver_node import WAIT_S, Manager, driver_node_running  # noqa: E402
 
 SPEC = load_robot_spec('roach')
 OK, ERROR = DiagnosticStatus.OK, DiagnosticStatus.ERROR
@@ -63,28 +62,11 @@ def roach_node(tmp_path, ros_env, ros_domain, telemetry: str) -> Iterator[RoachP
     """The driver node on an emulated roach whose firmware has ``telemetry`` mode."""
     link = PtyLink(str(tmp_path / 'ttyROACH'), drop_when_full=True)
     config = EmulatorConfig(command_timeout_s=0.0, telemetry=telemetry)
-    proc = probe = None
     with RoachFirmwareEmulator(link, config=config) as emu:
-        try:
-            proc, log = start_node(tmp_path, ros_env, robot='roach', driver='roach',
-                                   driver_options=f'{{port: {emu.path}, link_timeout_s: 0.3, '
-                                                  f'telemetry: {telemetry}}}')
-            probe = Manager(ros_domain)
-
-            def alive() -> None:
-                assert proc.poll() is None, log.read_text()
-
-            def streaming() -> bool:
-                alive()
-                return bool(probe.received['joint_states']) and \
-                    probe.pub_command.get_subscription_count() > 0
-            probe.spin_until(streaming, WAIT_S, 'roach joint_states')
+        options = {'port': emu.path, 'link_timeout_s': 0.3, 'telemetry': telemetry}
+        with driver_node_running(tmp_path, ros_env, ros_domain, 'roach',
+                                 options) as (probe, alive):
             yield RoachProbe(probe, emu, alive)
-        finally:
-            if probe is not None:
-                probe.close()
-            if proc is not None:
-                stop(proc)
 
 
 def lose_and_regain_the_radio(roach: RoachProbe) -> None:

@@ -32,10 +32,8 @@ POSE = np.array([0.4, 0.3, -0.25, 0.2, 0.5, -0.3, 0.025])     # 6 arm joints [ra
 
 
 @pytest.fixture
-def bus():
-    emulator = widowx_bus_emulator().start()
-    yield emulator
-    emulator.stop()
+def bus(widowx_bus):
+    return widowx_bus
 
 
 @pytest.fixture

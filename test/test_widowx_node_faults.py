@@ -12,57 +12,19 @@ The driver node's fault path with the real WidowXDriver (dynamixel_sdk) on the e
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import numpy as np
 import pytest
-import yaml
 
 pytest.importorskip('rclpy')
 
 from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 
 from dexmpc_ros.core.robot_spec import load_robot_spec  # noqa: E402
-from dexmpc_ros.robots.widowx.emulator import widowx_bus_emulator  # noqa: E402
 from dexmpc_ros.wire import dynamixel_protocol as dxl  # noqa: E402
 from dexmpc_ros.ros import convert  # noqa: E402
-from node_process import stop  # noqa: E402
-from test_driver_node import Manager, start_node  # noqa: E402
+from test_driver_node import widowx_node_on_emulated_bus as widowx_node  # noqa: E402
 
 SPEC = load_robot_spec('widowx')
-
-
-@contextmanager
-def widowx_node(tmp_path, ros_env, ros_domain, **options) -> Iterator[tuple]:
-    """The widowx driver node on an emulated bus, ``options`` added to its driver_options.
-
-    Yields (bus, manager probe, alive) once joint_states stream and the node subscribes to
-    commands; ``alive()`` asserts the node process is still running (its log otherwise).
-    """
-    bus = widowx_bus_emulator().start()
-    proc = probe = None
-    try:
-        driver_options = yaml.safe_dump({'port': bus.path, **options}, default_flow_style=True)
-        proc, log = start_node(tmp_path, ros_env, robot='widowx', driver='widowx',
-                               driver_options=driver_options)
-        probe = Manager(ros_domain)
-
-        def alive() -> None:
-            assert proc.poll() is None, log.read_text()
-
-        def streaming() -> bool:
-            alive()
-            return bool(probe.received['joint_states']) and \
-                probe.pub_command.get_subscription_count() > 0
-        probe.spin_until(streaming, 20.0, 'widowx joint_states')
-        yield bus, probe, alive
-    finally:
-        if probe is not None:
-            probe.close()
-        if proc is not None:
-            stop(proc)
-        bus.stop()
 
 
 def values(status: DiagnosticStatus) -> dict[str, str]:
