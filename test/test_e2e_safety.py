@@ -89,7 +89,8 @@ def test_attacks_never_reach_robot_and_estop_stops_joints(tmp_path, ros_env, ros
         # Then watch a number of twin steps (a loaded machine takes longer, not fewer).
         probe.spin_until(lambda: first_hold(probe, t_estop_ns) is not None, 30.0,
                          'a hold after the e-stop')
-        hold_start_ns = first_hold(probe, t_estop_ns)[0]
+        hold_start_ns, hold_msg = first_hold(probe, t_estop_ns)
+        hold_stamp_ns = convert.time_to_ns(hold_msg.header.stamp)
         states = probe.received['joint_states']
         probe.spin_until(lambda: sum(t > hold_start_ns for t, _ in states) >= watched,
                          60.0, f'{watched} twin steps after the hold')
@@ -111,12 +112,15 @@ def test_attacks_never_reach_robot_and_estop_stops_joints(tmp_path, ros_env, ros
     assert 'FAILED (exit 3): robot not healthy' in err
     # seconds since the run started: after the 20 commands and the 2 s of attacks
     assert 2.0 < float(reason.group(1)) < (t_stopped_ns - t_started_ns) * 1e-9, err
-    # The twin's measured joints, from the bag (receive times on the wall clock). The arm
-    # settles on the hold for SETTLE_STEPS twin steps (counted in steps, i.e. sim time: a
-    # twin slowed by CPU load gets as many), then must stay still.
+    # The twin's measured joints, from the bag. The arm settles on the hold for SETTLE_STEPS
+    # twin steps (counted in steps, i.e. sim time: a twin slowed by CPU load gets as many),
+    # then must stay still. States are picked by their stamps, after the observation the
+    # first hold was computed from: the recorder's receive times lag by its queue, so a
+    # state received after the hold may have been measured before it.
     joints = read_bag(tmp_path / 'run' / 'bag', ['/joint_states'])['/joint_states']
     after_hold = [convert.joint_state_to_arrays(m, spec.joint_names)[0]
-                  for t, m in joints if hold_start_ns < t < listened_until_ns]
+                  for t, m in joints if convert.time_to_ns(m.header.stamp) > hold_stamp_ns
+                  and t < listened_until_ns]
     settled = after_hold[SETTLE_STEPS:]
     assert len(settled) >= STILL_STEPS, (len(after_hold), len(states))
     motion = np.ptp(np.stack(settled), axis=0)
