@@ -50,9 +50,10 @@ CommandGate``, shared with the hand driver node).
 Threads: the node spins a multi-threaded executor with the read timer, ``command`` and
 ``~/recover`` each in its own mutually exclusive callback group (commands are written in
 arrival order) and diagnostics and the lifecycle services in the default one, so a slow or
-silent bus stops none of them. One device lock serialises the driver calls; whoever waits
-for it goes before the next read tick, which skips instead of waiting (a timer always due
-would otherwise starve the others).
+silent bus stops none of them. One device lock serialises the driver calls: a transition,
+``~/recover`` or the torque-off after a fault goes before the next read tick (a timer
+always due would otherwise starve them); command writes and reads take turns, so a backlog
+of commands cannot starve ``joint_states``.
 """
 
 from __future__ import annotations
@@ -264,8 +265,19 @@ class DriverNode(LifecycleNode):
 
     # Control -----------------------------------------------------------------------------
     @contextmanager
-    def _device(self) -> Iterator[None]:
-        """Exclusive use of the driver; a caller waiting here goes before the next tick."""
+    def _device(self, urgent: bool = True) -> Iterator[None]:
+        """
+        Exclusive use of the driver.
+
+        An urgent caller (a transition, ``~/recover``, the torque-off after a fault) goes
+        before the next read tick, which would otherwise always be due. A command write is
+        not urgent: it and the tick take turns (both are short and periodic); had writes
+        gone first, a backlog of commands skipped reads until joint_states went stale.
+        """
+        if not urgent:
+            with self._device_lock:
+                yield
+            return
         with self._waiters_lock:
             self._device_waiters += 1
         try:
@@ -279,9 +291,10 @@ class DriverNode(LifecycleNode):
             self._device_lock.release()
 
     def _tick(self) -> None:
-        # deactivated meanwhile, or the driver is (wanted) elsewhere: read at the next tick
+        # deactivated meanwhile, an urgent caller waits, or a write outlasts a period: read
+        # at the next tick
         if not self._active or self._device_waiters or \
-                not self._device_lock.acquire(blocking=False):
+                not self._device_lock.acquire(timeout=self._period_s):
             return
         try:
             state = self.driver.read()
@@ -325,7 +338,7 @@ class DriverNode(LifecycleNode):
             self._counts['commands_held'] += 1
             return
         try:
-            with self._device():
+            with self._device(urgent=False):
                 self.driver.write(values)
         except DriverError as exc:
             self._counts['write_errors'] += 1
